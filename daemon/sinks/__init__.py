@@ -1,0 +1,1 @@
+"""Verdict sinks: stdout, JSON lines, webhook, Kafka."""
