@@ -1,0 +1,483 @@
+"""The daemon's root configuration: YAML file + environment + command line, strictly validated.
+
+Precedence (later wins): built-in defaults < YAML file < ``FAKEWATCH__SECTION__KEY=value``
+environment variables < ``--set section.key=value`` command-line overrides.
+
+* ``${VAR}`` (or ``${VAR:-default}``) inside YAML string values is replaced by the environment
+  variable (use it for secrets; ``$${`` writes a literal ``${``). A missing variable without a
+  default is a config error.
+* Override values are parsed as YAML scalars/flow collections (``16`` is an int, ``true`` a bool,
+  ``[a, b]`` a list); list items are addressed by index (``streams.0.url``).
+* Every problem is reported at once in a single :class:`ConfigError` whose lines name the dotted
+  path (``streams.1.source.analysis_fps: Input should be greater than 0``); unknown keys are
+  rejected (``pipeline.max_btach: unknown key``).
+* Checks that need the filesystem (bundle folder exists and has a manifest, local video files
+  exist) run during validation too, so a bad path is caught before anything starts; pass
+  ``check_paths=False`` to :func:`load_config` to skip them (unit tests, tooling).
+
+Each part of the daemon owns its config model (``AvSourceSettings`` in daemon/sources,
+``FacesConfig`` in detectors/faces/factory.py, ``PipelineConfig`` in daemon/pipeline.py,
+``KafkaConfig`` in daemon/kafka); this module only composes them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from daemon.config_base import StrictModel
+from daemon.logging import redact
+
+ENV_PREFIX = "FAKEWATCH__"
+
+# --- sections owned by other modules (imported when present; plain mappings until they land) ------
+
+try:  # pragma: no cover - depends on which modules exist
+    from daemon.sources.av import AvSourceSettings
+except ImportError:  # pragma: no cover
+    try:
+        from daemon.sources.base import AvSourceSettings  # type: ignore[no-redef]
+    except ImportError:
+        AvSourceSettings = None  # type: ignore[assignment,misc]
+
+try:  # pragma: no cover
+    from detectors.faces.factory import FacesConfig
+except ImportError:  # pragma: no cover
+    FacesConfig = None  # type: ignore[assignment,misc]
+
+try:  # pragma: no cover
+    from daemon.pipeline import PipelineConfig
+except ImportError:  # pragma: no cover
+    PipelineConfig = None  # type: ignore[assignment,misc]
+
+
+def _import_kafka_config():
+    for mod in ("daemon.kafka.config", "daemon.kafka.tools", "daemon.kafka", "daemon.sources.kafka"):
+        try:
+            m = __import__(mod, fromlist=["KafkaConfig"])
+        except ImportError:
+            continue
+        if hasattr(m, "KafkaConfig"):
+            return m.KafkaConfig
+    return None
+
+
+KafkaConfig = _import_kafka_config()
+
+_AnySection = dict[str, Any]
+_SourceT = AvSourceSettings if AvSourceSettings is not None else _AnySection
+_FacesT = FacesConfig if FacesConfig is not None else _AnySection
+_PipelineT = PipelineConfig if PipelineConfig is not None else _AnySection
+_KafkaT = KafkaConfig if KafkaConfig is not None else _AnySection
+
+
+def _default_section(t):
+    return (lambda: {}) if t is _AnySection else t
+
+
+# --- URL / path checks ---------------------------------------------------------------------------
+
+STREAM_SCHEMES = ("file", "rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp", "rtp")
+STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_paths(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get("check_paths", True))
+
+
+def check_stream_url(url: str, check_paths: bool = True) -> str:
+    """Accept a local path, ``file://`` or a network URL with a scheme PyAV reads; raise ValueError otherwise."""
+    url = url.strip()
+    if not url:
+        raise ValueError("empty url")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme and len(scheme) > 1:  # (one letter: a Windows drive)
+        if scheme not in STREAM_SCHEMES:
+            raise ValueError(f"unsupported url scheme {scheme!r} (expected a file path or one of {', '.join(STREAM_SCHEMES)})")
+        if scheme != "file":
+            if not parts.hostname:
+                raise ValueError(f"{scheme} url needs a host")
+            return url
+        path = Path(parts.path)
+    else:
+        path = Path(url).expanduser()
+    if check_paths and not path.exists():
+        raise ValueError(f"file not found: {path}")
+    return url
+
+
+# --- sections owned here -------------------------------------------------------------------------
+
+
+class StreamConfig(StrictModel):
+    """One video input. Source settings go under ``source:`` or directly beside ``id``/``url``."""
+
+    id: str = Field(description="stream id: label-safe, unique; used in metrics and events")
+    url: str = Field(description="file path, file://, rtsp(s)://, rtmp(s)://, http(s)://, srt://, udp://, tcp://")
+    source: _SourceT = Field(default_factory=_default_section(_SourceT))  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_source_fields(cls, data: Any) -> Any:
+        """Move flattened source settings (``analysis_fps: 5`` beside ``url``) into ``source``."""
+        if not isinstance(data, dict):
+            return data
+        own = {"id", "url", "source"}
+        if AvSourceSettings is not None:
+            known = set(AvSourceSettings.model_fields)
+            flat = {k: v for k, v in data.items() if k not in own and k in known}
+        else:
+            flat = {k: v for k, v in data.items() if k not in own}
+        if not flat:
+            return data
+        data = {k: v for k, v in data.items() if k not in flat}
+        nested = data.get("source") or {}
+        if isinstance(nested, dict):
+            data["source"] = {**flat, **nested}
+        return data
+
+    @field_validator("id")
+    @classmethod
+    def _label_safe(cls, v: str) -> str:
+        if not STREAM_ID_RE.match(v):
+            raise ValueError(f"stream id {v!r} must be 1-64 characters of A-Z a-z 0-9 _ . - (starting with a letter or digit)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        return check_stream_url(v, _check_paths(info))
+
+
+class BundleConfig(StrictModel):
+    path: Path | None = Field(
+        None, validate_default=True, description="model bundle folder; default: the bundle shipped in detectors/bundles/default"
+    )
+    runtime: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    threads: int | None = Field(None, ge=1, le=256, description="CPU inference threads (ONNX Runtime intra-op)")
+    plan_dir: Path | None = Field(None, description="TensorRT engine cache folder; default <bundle>/plans")
+    verify: bool = Field(True, description="check every file's sha256 against the manifest at load")
+
+    @field_validator("path")
+    @classmethod
+    def _bundle_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None:
+            v = Path(v).expanduser()
+        if _check_paths(info):
+            from detectors.bundle import MANIFEST, default_bundle_path
+
+            p = v if v is not None else default_bundle_path()
+            if not p.is_dir():
+                hint = "" if v is not None else " (the default bundle is not installed; set bundle.path)"
+                raise ValueError(f"bundle folder not found: {p}{hint}")
+            if not (p / MANIFEST).is_file():
+                raise ValueError(f"{p} is not a model bundle (no {MANIFEST})")
+        return v
+
+    def resolved_path(self) -> Path:
+        from detectors.bundle import default_bundle_path
+
+        return self.path if self.path is not None else default_bundle_path()
+
+
+class StdoutSinkConfig(StrictModel):
+    enabled: bool = True
+    format: Literal["json", "pretty"] = "json"
+
+
+class JsonlSinkConfig(StrictModel):
+    path: Path = Field(description="JSON-lines file; events are appended")
+    fsync: bool = Field(True, description="fsync the file on every flush")
+    rotate_mb: float | None = Field(None, gt=0, description="rotate to <path>.1, .2 ... when the file exceeds this size")
+    keep: int = Field(5, ge=1, description="rotated files kept")
+
+    @field_validator("path")
+    @classmethod
+    def _parent_exists(cls, v: Path, info: ValidationInfo) -> Path:
+        v = Path(v).expanduser()
+        if _check_paths(info) and not v.parent.is_dir():
+            raise ValueError(f"folder of the jsonl file does not exist: {v.parent}")
+        return v
+
+
+class WebhookSinkConfig(StrictModel):
+    url: str = Field(description="http(s) endpoint receiving POSTed JSON batches")
+    timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(3, ge=0, le=20, description="retries after the first attempt")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
+    backoff_max_s: float = Field(30.0, ge=0)
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (secrets via ${VAR})")
+    batch_size: int = Field(100, ge=1, description="events per POST at most")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        p = urlsplit(v)
+        if p.scheme not in ("http", "https"):
+            raise ValueError(f"unsupported url scheme {p.scheme!r} (webhook needs http or https)")
+        if not p.hostname:
+            raise ValueError("webhook url needs a host")
+        return v
+
+
+class SinksConfig(StrictModel):
+    stdout: StdoutSinkConfig | None = Field(default_factory=StdoutSinkConfig)
+    jsonl: JsonlSinkConfig | None = None
+    webhook: WebhookSinkConfig | None = None
+    kafka: bool = Field(False, description="publish verdicts to the kafka section's verdict topic")
+
+
+class HttpConfig(StrictModel):
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="listen address of /metrics, /healthz, /readyz")
+    port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class DaemonConfig(StrictModel):
+    """Root of ``fakewatch.yaml``."""
+
+    streams: list[StreamConfig] = Field(default_factory=list)
+    stream_defaults: _SourceT = Field(  # type: ignore[valid-type]
+        default_factory=_default_section(_SourceT),
+        description="source settings applied to every stream unless the stream sets them",
+    )
+    faces: _FacesT = Field(default_factory=_default_section(_FacesT))  # type: ignore[valid-type]
+    pipeline: _PipelineT = Field(default_factory=_default_section(_PipelineT))  # type: ignore[valid-type]
+    bundle: BundleConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    kafka: _KafkaT | None = None  # type: ignore[valid-type]
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    shutdown_timeout_s: float = Field(10.0, gt=0, description="graceful drain bound on SIGTERM/SIGINT")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_stream_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaults = data.get("stream_defaults")
+        streams = data.get("streams")
+        if not isinstance(defaults, dict) or not defaults or not isinstance(streams, list):
+            return data
+        if AvSourceSettings is not None:  # unknown keys are reported once, under stream_defaults
+            defaults = {k: v for k, v in defaults.items() if k in AvSourceSettings.model_fields}
+        merged = []
+        for s in streams:
+            if isinstance(s, dict):
+                s = dict(s)
+                own = {k: v for k, v in s.items() if k not in ("id", "url", "source")}
+                nested = s.get("source") if isinstance(s.get("source"), dict) else {}
+                s = {k: v for k, v in s.items() if k in ("id", "url")}
+                s["source"] = {**defaults, **own, **nested}
+            merged.append(s)
+        return {**data, "streams": merged}
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_ids(cls, v: list[StreamConfig]) -> list[StreamConfig]:
+        seen: set[str] = set()
+        dup = sorted({s.id for s in v if s.id in seen or seen.add(s.id)})  # type: ignore[func-returns-value]
+        if dup:
+            raise ValueError(f"duplicate stream id(s): {', '.join(dup)}")
+        return v
+
+    @model_validator(mode="after")
+    def _kafka_sink_needs_kafka(self) -> DaemonConfig:
+        if self.sinks.kafka and self.kafka is None:
+            raise ValueError("sinks.kafka is true but there is no kafka section")
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved config as plain data with credentials replaced by ``***``."""
+        return redact(self.model_dump(mode="json"))
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """Every problem of a config at once; ``str()`` is a readable multi-line report."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        self.source = source
+        n = len(problems)
+        head = f"{source}: {n} problem{'s' if n != 1 else ''}"
+        super().__init__(head + "".join(f"\n  - {p}" for p in problems))
+
+
+_VAR_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def substitute_env(data: Any, env: dict[str, str], problems: list[str], path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``data`` (recursively)."""
+    if isinstance(data, dict):
+        return {k: substitute_env(v, env, problems, f"{path}.{k}" if path else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [substitute_env(v, env, problems, f"{path}.{i}" if path else str(i)) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "$" not in data:
+        return data
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(f"{path or '<root>'}: environment variable {name} is not set (referenced as ${{{name}}})")
+        return ""
+
+    return _VAR_RE.sub(sub, data)
+
+
+def parse_value(text: str) -> Any:
+    """An override value: a YAML scalar or flow collection (``16``, ``true``, ``[a, b]``); else the raw string."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``value`` at ``a.b.0.c`` inside nested dicts/lists, creating dicts on the way."""
+    keys = [k for k in dotted.split(".")]
+    if not dotted or any(not k for k in keys):
+        raise ValueError(f"bad key {dotted!r}")
+    cur: Any = data
+    for i, k in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(cur, list):
+            if not k.isdigit():
+                raise ValueError(f"{'.'.join(keys[:i]) or dotted}: is a list, index it with a number (got {k!r})")
+            idx = int(k)
+            if idx > len(cur):
+                raise ValueError(f"{'.'.join(keys[: i + 1])}: list index out of range (list has {len(cur)} items)")
+            if idx == len(cur):
+                cur.append(None)
+            if last:
+                cur[idx] = value
+            else:
+                if not isinstance(cur[idx], dict | list):
+                    cur[idx] = [] if keys[i + 1].isdigit() else {}
+                cur = cur[idx]
+        elif isinstance(cur, dict):
+            if last:
+                cur[k] = value
+            else:
+                if not isinstance(cur.get(k), dict | list):
+                    cur[k] = [] if keys[i + 1].isdigit() else {}
+                cur = cur[k]
+        else:
+            raise ValueError(f"{'.'.join(keys[:i])}: is a value, cannot set {dotted}")
+
+
+def env_overrides(env: dict[str, str]) -> list[tuple[str, str]]:
+    """``FAKEWATCH__PIPELINE__MAX_BATCH=16`` -> ``("pipeline.max_batch", "16")`` (sorted by name)."""
+    out = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            out.append((name[len(ENV_PREFIX):].lower().replace("__", "."), env[name]))
+    return out
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
+    # pydantic puts the model-class name or union branch in the path of some errors; drop those parts
+    typ, msg = err.get("type", ""), err.get("msg", "")
+    if typ == "extra_forbidden":
+        msg = "unknown key"
+    elif typ == "missing":
+        msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    elif "input" in err and typ not in ("model_type", "dict_type") and not isinstance(err["input"], dict | list):
+        shown = redact(err["input"], loc.rsplit(".", 1)[-1] if loc else None)
+        msg = f"{msg} (got {shown!r})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def validate_config(data: dict[str, Any], source: str = "config", check_paths: bool = True) -> DaemonConfig:
+    try:
+        return DaemonConfig.model_validate(data, context={"check_paths": check_paths})
+    except ValidationError as e:
+        raise ConfigError(_dedupe([_format_error(err) for err in e.errors()]), source) from None
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    check_paths: bool = True,
+) -> DaemonConfig:
+    """Load ``path`` (YAML; None = defaults only), apply env and ``key=value`` overrides, validate.
+
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    env = dict(os.environ if env is None else env)
+    problems: list[str] = []
+    source = str(path) if path is not None else "config"
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError([f"file not found: {p}"], source) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError([f"cannot read: {e}"], source) from None
+        except yaml.YAMLError as e:
+            raise ConfigError([f"not valid YAML: {' '.join(str(e).split())}"], source) from None
+        if not isinstance(data, dict):
+            raise ConfigError([f"expected a mapping of sections at the top level, got {type(data).__name__}"], source)
+        data = substitute_env(data, env, problems)
+
+    for origin, items in (
+        ("environment", [(f"{ENV_PREFIX}{k.upper().replace('.', '__')}", k, v) for k, v in env_overrides(env)]),
+        ("--set", [(o, *_split_override(o, problems)) for o in overrides]),
+    ):
+        for label, key, raw in items:
+            if key is None:
+                continue
+            try:
+                set_path(data, key, parse_value(raw))
+            except ValueError as e:
+                problems.append(f"{origin} {label.split('=')[0]}: {e}")
+
+    try:
+        cfg = validate_config(data, source, check_paths)
+    except ConfigError as e:
+        raise ConfigError(_dedupe(problems + e.problems), source) from None
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def _split_override(item: str, problems: list[str]) -> tuple[str | None, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        problems.append(f"--set {item!r}: expected key=value (e.g. pipeline.max_batch=16)")
+        return None, ""
+    return key.strip(), value
+
+
+def dump_yaml(cfg: DaemonConfig) -> str:
+    """The resolved, redacted config as YAML (what ``--dry-run`` prints)."""
+    return yaml.safe_dump(cfg.redacted(), sort_keys=False, default_flow_style=False)
