@@ -1,0 +1,272 @@
+"""Shared training-loop utilities: configs, seeding, AdamW + cosine, SAM, run folders, checkpoints, progress.
+
+Configs are nested dicts read from YAML. Every method has a default file ``trainer/configs/<method>.yaml``
+that lists every hyper-parameter; a user file or ``key.sub=value`` overrides are merged on top and any
+key that is not in the defaults is refused (so a typo never silently falls back to a default).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is malformed or names an unknown key."""
+
+
+# ----------------------------------------------------------------------------------------------- configs
+def _merge(base: dict, over: Mapping, where: str, strict: bool) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if strict and k not in out:
+            raise ConfigError(f"unknown config key {where}{k!r} (known: {sorted(out)})")
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, f"{where}{k}.", strict)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def parse_override(item: str) -> dict:
+    """``a.b=3`` -> ``{"a": {"b": 3}}`` (the value is parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, val = item.split("=", 1)
+    out: dict = {}
+    cur = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = yaml.safe_load(val)
+    return out
+
+
+def load_config(method: str, path: str | Path | Mapping | None = None,
+                overrides: Iterable[str | Mapping] = ()) -> dict:
+    """Defaults of ``method`` <- file or mapping ``path`` <- ``overrides``; unknown keys raise ConfigError."""
+    cfg = _read_yaml(CONFIG_DIR / f"{method}.yaml")
+    if path is not None:
+        user = dict(path) if isinstance(path, Mapping) else _read_yaml(path)
+        user.pop("extends", None)
+        cfg = _merge(cfg, user, "", strict=True)
+    for o in overrides:
+        cfg = _merge(cfg, parse_override(o) if isinstance(o, str) else o, "", strict=True)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- basics
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def count_params(module: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def cycle(loader: Iterable) -> Iterator:
+    """Repeat a finite loader forever (training is counted in steps, not epochs)."""
+    while True:
+        n = 0
+        for item in loader:
+            n += 1
+            yield item
+        if n == 0:
+            raise ValueError("training data is empty")
+
+
+# ----------------------------------------------------------------------------------------------- optim
+def make_optimizer(params, cfg: Mapping) -> torch.optim.Optimizer:
+    """AdamW (default), Adam or SGD from ``cfg`` keys name/lr/weight_decay/betas/momentum; SAM wraps it when sam.enabled."""
+    name = cfg.get("name", "adamw").lower()
+    lr = float(cfg["lr"])
+    wd = float(cfg.get("weight_decay", 0.0))
+    if name == "adamw":
+        base_cls, kw = torch.optim.AdamW, {"lr": lr, "weight_decay": wd, "betas": tuple(cfg.get("betas", (0.9, 0.999)))}
+    elif name == "adam":
+        base_cls, kw = torch.optim.Adam, {"lr": lr, "weight_decay": wd, "betas": tuple(cfg.get("betas", (0.9, 0.999)))}
+    elif name == "sgd":
+        base_cls, kw = torch.optim.SGD, {"lr": lr, "weight_decay": wd, "momentum": float(cfg.get("momentum", 0.9))}
+    else:
+        raise ConfigError(f"unknown optimizer {name!r} (expected adamw, adam or sgd)")
+    sam = cfg.get("sam") or {}
+    if sam.get("enabled", False):
+        return SAM(params, base_cls, rho=float(sam.get("rho", 0.05)), adaptive=bool(sam.get("adaptive", False)), **kw)
+    return base_cls(params, **kw)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, total_steps: int, cfg: Mapping) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then ``cosine`` decay to ``min_lr_ratio`` (default), ``constant``, or ``linear_tail``
+    (constant until ``tail_start`` fraction of training, then linear to 0: the SBI/DiffFake recipe)."""
+    kind = cfg.get("schedule", "cosine")
+    warm = int(cfg.get("warmup_steps", 0))
+    floor = float(cfg.get("min_lr_ratio", 0.0))
+    tail = float(cfg.get("tail_start", 0.75))
+    total = max(1, int(total_steps))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if kind == "constant":
+            return 1.0
+        prog = min(1.0, (step - warm) / max(1, total - warm))
+        if kind == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * prog))
+        if kind == "linear_tail":
+            return 1.0 if prog < tail else max(0.0, (1 - prog) / max(1e-9, 1 - tail))
+        raise ConfigError(f"unknown lr schedule {kind!r} (expected cosine, constant or linear_tail)")
+
+    base = opt.base_optimizer if isinstance(opt, SAM) else opt
+    sched = torch.optim.lr_scheduler.LambdaLR(base, f)
+    return sched
+
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-Aware Minimisation (Foret et al. 2021) around any base optimizer.
+
+    Use :meth:`step` with a closure that recomputes the loss and calls ``backward``::
+
+        loss = loss_fn(); loss.backward(); opt.step(lambda: (opt.zero_grad(), loss_fn().backward()))
+    """
+
+    def __init__(self, params, base_cls: type[torch.optim.Optimizer], rho: float = 0.05, adaptive: bool = False, **kw):
+        if rho < 0:
+            raise ValueError(f"SAM rho must be >= 0, got {rho}")
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, **kw))
+        self.base_optimizer = base_cls(self.param_groups, **kw)
+        self.param_groups = self.base_optimizer.param_groups
+        self.defaults.update(self.base_optimizer.defaults)
+
+    @torch.no_grad()
+    def _grad_norm(self) -> torch.Tensor:
+        norms = [((torch.abs(p) if g["adaptive"] else 1.0) * p.grad).norm(2)
+                 for g in self.param_groups for p in g["params"] if p.grad is not None]
+        return torch.norm(torch.stack(norms), 2) if norms else torch.tensor(0.0)
+
+    @torch.no_grad()
+    def first_step(self) -> None:
+        scale_den = self._grad_norm() + 1e-12
+        for g in self.param_groups:
+            scale = g["rho"] / scale_den
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                e = (torch.pow(p, 2) if g["adaptive"] else 1.0) * p.grad * scale.to(p)
+                p.add_(e)
+                self.state[p]["e_w"] = e
+
+    @torch.no_grad()
+    def second_step(self) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                e = self.state[p].pop("e_w", None)
+                if e is not None:
+                    p.sub_(e)
+        self.base_optimizer.step()
+
+    def step(self, closure=None):  # type: ignore[override]
+        if closure is None:
+            raise ValueError("SAM.step needs a closure that recomputes the loss and calls backward()")
+        self.first_step()
+        with torch.enable_grad():
+            closure()
+        self.second_step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+
+# ----------------------------------------------------------------------------------------------- run folders
+class RunDir:
+    """One training run's folder: ``config.yaml``, ``metrics.jsonl`` (one JSON object per logged step),
+    ``checkpoint.pt`` (latest) and whatever the method writes next to them."""
+
+    def __init__(self, root: str | Path, name: str | None = None, cfg: Mapping | None = None):
+        base = Path(root)
+        name = name or time.strftime("%Y%m%d-%H%M%S")
+        path = base / name
+        i = 1
+        while path.exists() and any(path.iterdir()):
+            path = base / f"{name}-{i}"
+            i += 1
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        if cfg is not None:
+            (path / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+        self._metrics = open(path / "metrics.jsonl", "a", buffering=1)
+
+    def log(self, step: int, **values: Any) -> None:
+        rec = {"step": int(step), "time": round(time.time(), 3)}
+        rec.update({k: (float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v)
+                    for k, v in values.items()})
+        self._metrics.write(json.dumps(rec) + "\n")
+
+    def close(self) -> None:
+        self._metrics.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    p = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+
+
+def save_checkpoint(path: str | Path, method: str, model: nn.Module, cfg: Mapping, **extra: Any) -> Path:
+    """Write ``{"method", "config", "state_dict", **extra}`` atomically (tmp file + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    torch.save({"method": method, "config": dict(cfg), "state_dict": model.state_dict(), **extra}, tmp)
+    os.replace(tmp, p)
+    return p
+
+
+def load_checkpoint(path: str | Path, method: str | None = None) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    ck = torch.load(str(p), map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or "state_dict" not in ck:
+        raise ValueError(f"{p}: not a fakewatch checkpoint (no state_dict)")
+    if method is not None and ck.get("method") != method:
+        raise ValueError(f"{p}: checkpoint is for method {ck.get('method')!r}, expected {method!r}")
+    return ck
+
+
+def progress(total: int, desc: str, enabled: bool = True):
+    """tqdm progress bar (disabled when not on a terminal or when ``enabled`` is false)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
