@@ -1,0 +1,93 @@
+"""Decision thresholds and temporal statistics for a bundle's manifest.
+
+All thresholds use the rule "fake iff score >= threshold" on fakeness scores (higher = more fake;
+for DiffFake fakeness = -mean log-likelihood).
+
+- :func:`threshold_at_fpr`  from validation *reals* only: the smallest threshold whose false-positive
+  rate on those reals is <= ``target_fpr`` (the operating point of a daemon that must rarely flag a
+  real person; needs no fakes, so it also works for DiffFake's real-only training).
+- :func:`threshold_youden`  from reals + fakes: maximises TPR - FPR.
+- :func:`threshold_eer`     from reals + fakes: the interpolated-ROC EER point (trainer.evaluate.eer).
+- :func:`temporal_stats`    DiffFake: mean/std of real validation video log-likelihoods and the
+  fakeness threshold at the target FPR, i.e. the fields ``threshold``, ``loglik_real_mean``,
+  ``loglik_real_std`` of :class:`detectors.bundle.TemporalModelSpec`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from trainer.evaluate import EvalError, _check, eer
+
+
+def threshold_at_fpr(real_scores, target_fpr: float = 0.01) -> float:
+    """Smallest threshold t with mean(real_scores >= t) <= target_fpr (ties handled exactly)."""
+    s = np.sort(np.asarray(real_scores, dtype=np.float64).ravel())[::-1]
+    if s.size == 0:
+        raise EvalError("threshold_at_fpr: no real validation scores")
+    if not np.isfinite(s).all():
+        raise EvalError("threshold_at_fpr: NaN or infinite scores")
+    if not 0.0 <= target_fpr < 1.0:
+        raise EvalError(f"threshold_at_fpr: target_fpr must be in [0, 1), got {target_fpr}")
+    k = int(math.floor(target_fpr * s.size + 1e-9))  # reals allowed at or above the threshold
+    # Just above the (k+1)-th largest real: only reals strictly greater than it are flagged (<= k of them).
+    return float(np.nextafter(s[k], np.inf))
+
+
+def threshold_youden(labels, scores) -> float:
+    """Threshold maximising TPR - FPR (Youden's J) on labelled validation scores."""
+    from sklearn.metrics import roc_curve
+
+    y, s = _check(labels, scores)
+    if y.min() == y.max():
+        raise EvalError("threshold_youden: validation scores need both real and fake samples")
+    fpr, tpr, thr = roc_curve(y, s)
+    j = tpr - fpr
+    j[~np.isfinite(thr)] = -np.inf  # the (inf) "flag nothing" point is never chosen
+    return float(thr[int(np.argmax(j))])
+
+
+def threshold_eer(labels, scores) -> float:
+    """Threshold at the interpolated-ROC equal-error point."""
+    y, _ = _check(labels, scores)
+    if y.min() == y.max():
+        raise EvalError("threshold_eer: validation scores need both real and fake samples")
+    return eer(labels, scores)[1]
+
+
+def calibrate(labels=None, scores=None, real_scores=None, mode: str = "fpr", target_fpr: float = 0.01) -> float:
+    """One entry point: ``mode`` = ``fpr`` (reals only), ``youden`` or ``eer`` (reals + fakes)."""
+    if mode == "fpr":
+        if real_scores is None:
+            y, s = _check(labels, scores)
+            real_scores = s[y == 0]
+        return threshold_at_fpr(real_scores, target_fpr)
+    if mode == "youden":
+        return threshold_youden(labels, scores)
+    if mode == "eer":
+        return threshold_eer(labels, scores)
+    raise EvalError(f"unknown calibration mode {mode!r} (expected fpr, youden or eer)")
+
+
+def temporal_stats(real_video_logliks, target_fpr: float = 0.05) -> dict[str, Any]:
+    """DiffFake bundle fields from real validation videos' mean pair log-likelihoods.
+
+    Returns ``{"threshold", "loglik_real_mean", "loglik_real_std", "target_fpr", "n_videos"}``; the
+    threshold is on fakeness (= -log-likelihood), so a video is flagged when its mean log-likelihood
+    falls below the ``target_fpr`` quantile of real validation videos (methods.md §4.4).
+    """
+    ll = np.asarray(real_video_logliks, dtype=np.float64).ravel()
+    if ll.size == 0:
+        raise EvalError("temporal_stats: no real validation log-likelihoods")
+    if not np.isfinite(ll).all():
+        raise EvalError("temporal_stats: NaN or infinite log-likelihoods")
+    return {
+        "threshold": threshold_at_fpr(-ll, target_fpr),
+        "loglik_real_mean": float(ll.mean()),
+        "loglik_real_std": float(ll.std(ddof=1)) if ll.size > 1 else 0.0,
+        "target_fpr": float(target_fpr),
+        "n_videos": int(ll.size),
+    }
