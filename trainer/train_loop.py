@@ -270,3 +270,62 @@ def progress(total: int, desc: str, enabled: bool = True):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+# ----------------------------------------------------------------------------------------------- data helpers
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0,255] -> float [-1,1] (the (x/255-0.5)/0.5 normalisation); float tensors pass unchanged."""
+    if x.dtype == torch.uint8:
+        return x.float().div(127.5).sub(1.0)
+    return x.float()
+
+
+def list_images(dirs: Iterable[str | Path], max_images: int = 0) -> list[Path]:
+    files: list[Path] = []
+    for d in dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise FileNotFoundError(f"image folder not found: {p}")
+        files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+    if max_images:
+        files = files[:max_images]
+    return files
+
+
+def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
+    """Image file -> (3, size, size) float tensor in [-1, 1] (bilinear resize when ``size`` is given)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8).copy()
+    return to_model_range(torch.from_numpy(a).permute(2, 0, 1))
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Plain image files (real face crops) -> (3, S, S) tensors in [-1, 1], optional random h-flip."""
+
+    def __init__(self, files: list[Path], size: int, hflip: bool = False):
+        if not files:
+            raise ValueError("no images found")
+        self.files, self.size, self.hflip = files, int(size), hflip
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = load_image(self.files[i], self.size)
+        if self.hflip and random.random() < 0.5:
+            x = x.flip(-1)
+        return x
+
+
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
