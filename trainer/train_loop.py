@@ -329,3 +329,105 @@ def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+# ----------------------------------------------------------------------------------------------- pair batches
+def unpack_pair_batch(batch) -> dict[str, torch.Tensor]:
+    """A collated batch of (real, fake) pairs -> dict ``real``, ``fake`` (+ ``source``/``target`` when given).
+
+    Accepted item shapes: ``(real, fake)``, ``(real, fake, source, target)`` or a dict with those keys
+    (``source`` / ``target``: the two images blended into the fake, e.g. SBI's transformed copy and the
+    original frame). Tensors are converted to float [-1, 1] (uint8 input is scaled).
+    """
+    if isinstance(batch, Mapping):
+        out = {k: to_model_range(batch[k]) for k in ("real", "fake", "source", "target") if k in batch}
+    elif isinstance(batch, (list, tuple)) and len(batch) in (2, 3, 4):
+        out = {"real": to_model_range(batch[0]), "fake": to_model_range(batch[1])}
+        if len(batch) == 4:
+            out["source"], out["target"] = to_model_range(batch[2]), to_model_range(batch[3])
+    else:
+        raise ValueError("pair batches must be (real, fake), (real, fake, source, target) or a dict with those keys")
+    if "real" not in out or "fake" not in out:
+        raise ValueError("pair batch lacks 'real' or 'fake'")
+    return out
+
+
+def pair_batch_xy(pb: Mapping[str, torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack reals then fakes: x (2N,3,S,S), y (2N,) float with 0 = real, 1 = fake."""
+    real, fake = pb["real"], pb["fake"]
+    x = torch.cat([real, fake]).to(device, non_blocking=True)
+    y = torch.cat([torch.zeros(real.shape[0]), torch.ones(fake.shape[0])]).to(device)
+    return x, y
+
+
+def build_pair_dataset(dcfg: Mapping, split: str = "train"):
+    """The project's pseudo-fake pair dataset (trainer.torchdata.PseudoFakePairs) from a ``data`` config block.
+
+    ``dcfg['pairs']`` is passed as keyword arguments (plus ``split``) to ``PseudoFakePairs``.
+    """
+    try:
+        from trainer.torchdata import PseudoFakePairs
+    except ImportError as e:  # pragma: no cover - depends on the data module being present
+        raise RuntimeError(f"trainer.torchdata.PseudoFakePairs is not available: {e}") from None
+    kwargs = dict(dcfg.get("pairs") or {})
+    return PseudoFakePairs(split=split, **kwargs)
+
+
+def binary_auc(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, s))
+
+
+def train_step(opt: torch.optim.Optimizer, compute, params, grad_clip: float = 0.0) -> dict[str, torch.Tensor]:
+    """One optimisation step. ``compute()`` returns a dict of losses with ``total``; SAM gets a closure
+    that recomputes it at the perturbed weights."""
+    params = list(params)
+    losses = compute()
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if isinstance(opt, SAM):
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            compute()["total"].backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step(closure)
+    else:
+        opt.step()
+    return losses
+
+
+class SyntheticPairs(torch.utils.data.Dataset):
+    """Generated (real, fake, source, target) crops for tests and smoke runs; no files involved.
+
+    real: a smooth random "face" (bright ellipse on a gradient background); fake: the same image with an
+    SBI-like blend of a colour-shifted, blurred copy inside the ellipse; source: that altered copy; target: real.
+    """
+
+    def __init__(self, n: int = 16, size: int = 32, seed: int = 0):
+        self.n, self.size, self.seed = int(n), int(size), int(seed)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        g = torch.Generator().manual_seed(self.seed * 100003 + i)
+        s = self.size
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+        base = torch.rand(3, 1, 1, generator=g) * 0.6 - 0.3 + 0.3 * yy[None] * torch.rand(3, 1, 1, generator=g)
+        cx, cy = (torch.rand(2, generator=g) - 0.5) * 0.3
+        m = ((((xx - cx) / 0.55) ** 2 + ((yy - cy) / 0.7) ** 2) < 1).float()[None]
+        skin = torch.tensor([0.6, 0.3, 0.1])[:, None, None] + 0.1 * torch.randn(3, 1, 1, generator=g)
+        tex = 0.08 * torch.randn(1, s, s, generator=g)
+        real = (base * (1 - m) + (skin + tex) * m).clamp(-1, 1)
+        shift = 0.25 * torch.randn(3, 1, 1, generator=g)
+        src = torch.nn.functional.avg_pool2d((real + shift)[None], 3, 1, 1)[0].clamp(-1, 1)
+        soft = torch.nn.functional.avg_pool2d(m[None], 5, 1, 2)[0]
+        fake = real * (1 - soft) + src * soft
+        return real, fake, src, real.clone()
