@@ -1,0 +1,615 @@
+"""``fakewatch``: the daemon's command line.
+
+Subcommands:
+
+* ``run -c CONFIG [--set k=v ...] [--dry-run]`` — the daemon. SIGTERM/SIGINT: graceful shutdown
+  (stop sources, drain the pipeline, flush sinks, exit 0 within ``shutdown_timeout_s``); a second
+  signal exits at once with code 130.
+* ``scan PATH|URL ...`` — one-shot scan of files/URLs: per-identity report table + JSONL events.
+* ``demo`` — builds a real sample clip and its face-swapped twin (cached), scans both with the
+  default bundle while serving metrics, prints verdicts and the per-identity table.
+* ``bench`` — throughput of the pipeline with N live-paced streams against a naive baseline.
+* ``bundle-info [DIR]`` — a bundle's manifest summary.
+* ``produce`` / ``verdicts`` — Kafka tools (daemon/kafka/tools.py).
+
+Exit codes: 0 success, 1 runtime failure (some inputs failed), 2 bad configuration or usage,
+130 interrupted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__
+from daemon.events import VerdictEvent
+from daemon.sinks.base import Sink
+
+log = logging.getLogger("fakewatch")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# --- small helpers ---------------------------------------------------------------------------------
+
+
+def _err(msg: str) -> None:
+    print(f"fakewatch: error: {msg}", file=sys.stderr, flush=True)
+
+
+class CollectSink(Sink):
+    """Keeps every event in memory (for the report tables of ``scan`` and ``demo``)."""
+
+    name = "report"
+
+    def __init__(self, on_event: Callable[[VerdictEvent], None] | None = None):
+        self.events: list[VerdictEvent] = []
+        self.on_event = on_event
+
+    async def emit(self, events: list[VerdictEvent]) -> None:
+        self.events.extend(events)
+        if self.on_event:
+            for e in events:
+                self.on_event(e)
+
+
+@dataclass
+class IdentityRow:
+    stream: str
+    track: int
+    frames: int
+    first: float
+    last: float
+    frame_score: float | None
+    temporal_score: float | None
+    score: float
+    verdict: str
+    alerts: set[str] = field(default_factory=set)
+
+
+def identity_rows(events: list[VerdictEvent]) -> list[IdentityRow]:
+    """One row per (stream, track): the latest event's scores (the ``end`` event when there is one)."""
+    rows: dict[tuple[str, int], IdentityRow] = {}
+    for e in sorted(events, key=lambda e: (e.stream_id, e.track_id, e.seq_last, e.event == "end")):
+        key = (e.stream_id, e.track_id)
+        prev = rows.get(key)
+        row = IdentityRow(
+            e.stream_id, e.track_id, e.frames, e.pts_first, e.pts_last, e.scores.get("frame"),
+            e.scores.get("temporal"), e.score, e.verdict, set(prev.alerts) if prev else set(),
+        )
+        if e.alert:
+            row.alerts.add(e.alert)
+        rows[key] = row
+    return list(rows.values())
+
+
+def print_identity_table(events: list[VerdictEvent], title: str = "per-identity verdicts", console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    rows = identity_rows(events)
+    t = Table(title=title)
+    for col, just in (
+        ("stream", "left"), ("track", "right"), ("frames", "right"), ("first s", "right"), ("last s", "right"),
+        ("frame score", "right"), ("temporal score", "right"), ("fused score", "right"), ("verdict", "left"),
+        ("alerts", "left"),
+    ):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    for r in rows:
+        colour = {"fake": "bold red", "real": "green"}.get(r.verdict, "yellow")
+        t.add_row(
+            r.stream, str(r.track), str(r.frames), f"{r.first:.2f}", f"{r.last:.2f}", f(r.frame_score),
+            f(r.temporal_score), f(r.score), f"[{colour}]{r.verdict}[/]", ",".join(sorted(r.alerts)) or "-",
+        )
+    if not rows:
+        t.caption = "no face tracks were confirmed"
+    console.print(t)
+
+
+def stream_id_for(path_or_url: str, taken: set[str]) -> str:
+    """A label-safe, unique stream id from a file name or URL path."""
+    from urllib.parse import urlsplit
+
+    p = urlsplit(path_or_url)
+    base = Path(p.path).stem if (p.path and p.path != "/") else (p.hostname or "stream")
+    sid = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-._")[:56] or "stream"
+    if not sid[0].isalnum():
+        sid = "s" + sid
+    out, i = sid, 2
+    while out in taken:
+        out, i = f"{sid}-{i}", i + 1
+    taken.add(out)
+    return out
+
+
+# --- building and running the daemon --------------------------------------------------------------
+
+
+def build_face_pipeline(faces_cfg: Any):
+    """The configured face pipeline (detectors.faces.factory), CenterFace + alignment by default."""
+    try:
+        from detectors.faces.factory import build_face_pipeline as build
+    except ImportError:  # pragma: no cover - until the factory lands
+        from detectors.faces.centerface import CenterFaceDetector
+        from detectors.faces.pipeline import FacePipeline
+
+        return FacePipeline(CenterFaceDetector())
+    return build(faces_cfg)
+
+
+@dataclass
+class RunResult:
+    sources: list[Any]
+    failed: dict[str, str]  # stream id -> one-line reason
+    interrupted: bool = False
+
+
+async def run_daemon(
+    cfg: Any,
+    *,
+    extra_sinks: list[Sink] = (),  # type: ignore[assignment]
+    stop: asyncio.Event | None = None,
+    serve_http: bool = True,
+    on_ready: Callable[[Any], None] | None = None,
+    until_sources_end: bool = True,
+) -> RunResult:
+    """Build the daemon from a validated :class:`daemon.config.DaemonConfig` and run it.
+
+    Returns when every source ended (``until_sources_end``) or when ``stop`` is set; then shuts
+    down gracefully (drain, flush sinks) within ``cfg.shutdown_timeout_s``.
+    """
+    from daemon.app import Daemon
+    from daemon.metrics import Metrics
+    from daemon.server import MetricsServer
+    from daemon.sinks.factory import build_sinks
+    from daemon.sources.av import AvSource
+    from detectors.bundle import load_bundle
+
+    metrics = Metrics()
+    bundle = load_bundle(cfg.bundle.resolved_path(), verify=cfg.bundle.verify)
+    face_pipeline = build_face_pipeline(cfg.faces)
+    sinks = build_sinks(cfg.sinks, metrics, cfg.kafka) + list(extra_sinks)
+    daemon = _make_daemon(Daemon, cfg, face_pipeline, bundle, sinks, metrics)
+    server = None
+    if serve_http and cfg.http.enabled:
+        server = MetricsServer(metrics, daemon.ready, cfg.http.host, cfg.http.port)
+        await server.start()
+        log.info("serving /metrics, /healthz, /readyz", extra={"url": server.url})
+    stop = stop or asyncio.Event()
+    sources: list[Any] = []
+    try:
+        await daemon.start()
+        for s in cfg.streams:
+            src = AvSource(s.id, s.url, metrics, s.source)
+            sources.append(src)
+            daemon.add_source(src)
+        if cfg.kafka is not None and _kafka_source_wanted(cfg):
+            ksrc = _kafka_source(cfg, metrics)
+            sources.append(ksrc)
+            daemon.add_source(ksrc)
+        if on_ready:
+            on_ready(server)
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if until_sources_end and sources:
+            waiters.append(asyncio.ensure_future(daemon.wait_sources()))
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
+        interrupted = stop.is_set()
+    finally:
+        try:
+            await daemon.shutdown(drain=True, timeout_s=cfg.shutdown_timeout_s)
+        finally:
+            from daemon.sinks.factory import close_sinks
+
+            await close_sinks(sinks)  # idempotent: the daemon may have closed them already
+            if server is not None:
+                await server.stop()
+    failed = {
+        s.stream_id: (getattr(s, "last_error", None) or "failed")
+        for s in sources
+        if getattr(getattr(s, "state", None), "value", None) == "failed"
+    }
+    return RunResult(sources, failed, interrupted)
+
+
+def _make_daemon(Daemon, cfg, face_pipeline, bundle, sinks, metrics):
+    return Daemon(cfg.pipeline, face_pipeline, bundle, sinks, metrics, runtime=_runtime_arg(cfg))
+
+
+def _runtime_arg(cfg):
+    return {"prefer": cfg.bundle.runtime, "threads": cfg.bundle.threads, "plan_dir": cfg.bundle.plan_dir}
+
+
+def _kafka_source_wanted(cfg) -> bool:
+    return True
+
+
+def _kafka_source(cfg, metrics):
+    from daemon.sources import kafka as kmod
+
+    if hasattr(kmod, "build_kafka_source"):
+        return kmod.build_kafka_source(cfg.kafka, metrics)
+    return kmod.KafkaSource(cfg.kafka, metrics)
+
+
+class SignalStop:
+    """First SIGTERM/SIGINT sets ``event`` (graceful); a second one exits at once with code 130."""
+
+    def __init__(self, event: asyncio.Event, on_first: Callable[[str], None] | None = None):
+        self.event = event
+        self.on_first = on_first
+        self.count = 0
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._handle, sig)
+
+    def _handle(self, sig: signal.Signals) -> None:
+        self.count += 1
+        if self.count == 1:
+            if self.on_first:
+                self.on_first(sig.name)
+            self.event.set()
+            return
+        try:
+            print(f"fakewatch: second {sig.name}: exiting now", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+        finally:
+            os._exit(EXIT_INTERRUPTED)
+
+
+# --- run -------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.config import ConfigError, dump_yaml, load_config
+    from daemon.logging import setup_logging
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    if args.dry_run:
+        sys.stdout.write(dump_yaml(cfg))
+        sys.stdout.flush()
+        print(f"{args.config}: ok", file=sys.stderr, flush=True)
+        return EXIT_OK
+    if not cfg.streams and cfg.kafka is None:
+        _err(f"{args.config}: nothing to watch (configure streams or a kafka section)")
+        return EXIT_CONFIG
+    setup_logging(cfg.logging.level, cfg.logging.format)
+
+    async def main() -> RunResult:
+        stop = asyncio.Event()
+        SignalStop(stop, lambda name: log.info("shutting down", extra={"signal": name})).install(
+            asyncio.get_running_loop()
+        )
+        return await run_daemon(cfg, stop=stop, until_sources_end=cfg.kafka is None)
+
+    try:
+        result = asyncio.run(main())
+    except Exception as e:  # noqa: BLE001 - one clear line, not a traceback
+        log.debug("fatal", exc_info=True)
+        _err(_one_line(e))
+        return EXIT_FAILED
+    for sid, why in result.failed.items():
+        log.error("stream failed", extra={"stream": sid, "reason": why})
+    log.info("stopped", extra={"interrupted": result.interrupted})
+    return EXIT_OK
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+# --- scan ------------------------------------------------------------------------------------------
+
+
+def scan_config(
+    inputs: list[str],
+    bundle: str | None = None,
+    jsonl: str | None = None,
+    fps: float | None = None,
+    faces: str | None = None,
+    pack: str | None = None,
+    sets: list[str] = (),  # type: ignore[assignment]
+    stdout_format: str | None = None,
+    port: int | None = None,
+):
+    """(config, {stream id: input}, {input: error}) for a one-shot scan of ``inputs``."""
+    from daemon.config import ConfigError, check_stream_url, parse_value, set_path, validate_config
+
+    errors: dict[str, str] = {}
+    streams: list[dict[str, Any]] = []
+    ids: dict[str, str] = {}
+    taken: set[str] = set()
+    for item in inputs:
+        try:
+            check_stream_url(item)
+        except ValueError as e:
+            errors[item] = str(e)
+            continue
+        sid = stream_id_for(item, taken)
+        ids[sid] = item
+        src: dict[str, Any] = {"live": False}
+        if fps is not None:
+            src["analysis_fps"] = fps
+        streams.append({"id": sid, "url": item, "source": src})
+    data: dict[str, Any] = {"streams": streams, "sinks": {"stdout": None}, "http": {"enabled": port is not None}}
+    if port is not None:
+        data["http"]["port"] = port
+    if stdout_format:
+        data["sinks"]["stdout"] = {"format": stdout_format}
+    if bundle:
+        data["bundle"] = {"path": bundle}
+    if jsonl:
+        data["sinks"]["jsonl"] = {"path": jsonl}
+    if faces:
+        data["faces"] = _faces_section(faces, pack)
+    problems = []
+    for item in sets:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError("expected key=value")
+            set_path(data, key.strip(), parse_value(value))
+        except ValueError as e:
+            problems.append(f"--set {item!r}: {e}")
+    if problems:
+        raise ConfigError(problems, "command line")
+    return validate_config(data, "command line"), ids, errors
+
+
+def _faces_section(backend: str, pack: str | None) -> dict[str, Any]:
+    sec: dict[str, Any] = {"detector": backend}
+    if pack:
+        sec["pack"] = pack
+    return sec
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from daemon.config import ConfigError
+    from daemon.logging import setup_logging
+
+    setup_logging("warning" if not args.verbose else "info", "text")
+    if args.faces == "insightface" and not args.pack:
+        _err("--faces insightface needs --pack DIR (a local InsightFace model-pack folder)")
+        return EXIT_CONFIG
+    try:
+        cfg, ids, errors = scan_config(
+            args.inputs, args.bundle, args.jsonl, args.fps, args.faces, args.pack, args.set,
+            stdout_format="pretty" if args.events else None,
+        )
+    except ConfigError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    for item, why in errors.items():
+        _err(f"{item}: {why}")
+    if not ids:
+        return EXIT_FAILED
+    collect = CollectSink()
+
+    async def main() -> RunResult:
+        stop = asyncio.Event()
+        SignalStop(stop).install(asyncio.get_running_loop())
+        return await run_daemon(cfg, extra_sinks=[collect], stop=stop, serve_http=False)
+
+    t0 = time.monotonic()
+    try:
+        result = asyncio.run(main())
+    except Exception as e:  # noqa: BLE001
+        _err(_one_line(e))
+        return EXIT_FAILED
+    for sid, why in result.failed.items():
+        _err(f"{ids.get(sid, sid)}: {why}")
+    print_identity_table(collect.events, title=f"fakewatch scan: {len(ids)} input(s), {time.monotonic() - t0:.1f} s")
+    if args.jsonl:
+        print(f"{len(collect.events)} event(s) written to {args.jsonl}")
+    return EXIT_OK if not errors and not result.failed and not result.interrupted else EXIT_FAILED
+
+
+# --- demo ------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from daemon import demo
+    from daemon.config import ConfigError
+    from daemon.logging import setup_logging
+
+    setup_logging("warning", "text")
+    console = Console()
+    faces = build_face_pipeline(None)
+    detector = getattr(faces, "detector", faces)
+    console.print("[bold]fakewatch demo[/]: building the sample clip and its face-swapped twin (cached) ...")
+    real, fake = demo.build_demo_clips(detector.detect, n_frames=args.frames)
+    console.print(f"  real:    {real}\n  swapped: {fake}")
+    try:
+        cfg, ids, errors = scan_config(
+            [str(real), str(fake)], args.bundle, args.jsonl, args.fps, stdout_format="pretty", port=args.port,
+            sets=["http.host=127.0.0.1"],
+        )
+    except ConfigError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    for item, why in errors.items():
+        _err(f"{item}: {why}")
+    collect = CollectSink()
+    stop = None
+
+    def ready(server) -> None:
+        if server is not None:
+            console.print(f"  metrics: {server.url}/metrics  (health: /healthz, readiness: /readyz)")
+
+    async def main() -> RunResult:
+        nonlocal stop
+        stop = asyncio.Event()
+        SignalStop(stop).install(asyncio.get_running_loop())
+        res = await run_daemon(cfg, extra_sinks=[collect], stop=stop, on_ready=ready)
+        print_identity_table(collect.events, title="fakewatch demo: real.mp4 vs swapped.mp4", console=console)
+        if args.keep and not stop.is_set():
+            from daemon.metrics import Metrics
+            from daemon.server import MetricsServer
+
+            console.print(f"--keep: serving /healthz on http://127.0.0.1:{args.port} until Ctrl-C")
+            srv = MetricsServer(Metrics(), lambda: True, "127.0.0.1", args.port)
+            await srv.start()
+            await stop.wait()
+            await srv.stop()
+        return res
+
+    try:
+        result = asyncio.run(main())
+    except Exception as e:  # noqa: BLE001
+        _err(_one_line(e))
+        return EXIT_FAILED
+    for sid, why in result.failed.items():
+        _err(f"{ids.get(sid, sid)}: {why}")
+    return EXIT_OK if not result.failed else EXIT_FAILED
+
+
+# --- bundle-info -----------------------------------------------------------------------------------
+
+
+def cmd_bundle_info(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from detectors.bundle import BundleError, default_bundle_path, load_bundle
+
+    root = Path(args.dir) if args.dir else default_bundle_path()
+    try:
+        b = load_bundle(root, verify=not args.no_verify)
+    except BundleError as e:
+        _err(str(e))
+        return EXIT_FAILED
+    m = b.manifest
+    console = Console()
+    t = Table(title=f"bundle {m.name}@{m.version}  ({root})", show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    t.add_row("format", str(m.format_version))
+    t.add_row("created", m.created or "-")
+    t.add_row("crop", f"{m.crop.size}px, scale {m.crop.scale}, {m.crop.template}")
+    if m.frame:
+        fr = m.frame
+        t.add_row("frame model", f"{fr.method} / {fr.backbone}, input {fr.input_size}, threshold {fr.threshold:.4g}, "
+                  f"file {fr.file}{' (+fp16)' if fr.fp16_file else ''}, v{fr.version}")
+    if m.temporal:
+        tm = m.temporal
+        t.add_row("temporal model", f"{tm.method} / {tm.backbone}, input {tm.input_size}, combination {tm.combination}, "
+                  f"threshold {tm.threshold:.4g}, files {tm.file} + {tm.gmm_file}, v{tm.version}")
+    for k, v in sorted(m.metrics.items()):
+        t.add_row(f"metric {k}", _short(v))
+    for k, v in sorted(m.provenance.items()):
+        t.add_row(f"provenance {k}", _short(v))
+    for k, v in sorted(m.versions.items()):
+        t.add_row(f"version {k}", str(v))
+    t.add_row("files", ", ".join(f"{rel} ({(root / rel).stat().st_size / 1e6:.1f} MB)" for rel in sorted(m.files)))
+    t.add_row("verified", "sha256 ok" if not args.no_verify else "not checked (--no-verify)")
+    console.print(t)
+    return EXIT_OK
+
+
+def _short(v: Any, n: int = 100) -> str:
+    s = v if isinstance(v, str) else __import__("json").dumps(v, default=str)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# --- bench -----------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from daemon import bench
+
+    return bench.main(args)
+
+
+# --- parser ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fakewatch", description="Streaming deepfake-forensics daemon")
+    p.add_argument("--version", action="version", version=f"fakewatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the daemon from a config file")
+    r.add_argument("-c", "--config", required=True, help="YAML config file (see docs/configuration.md)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. pipeline.max_batch=16")
+    r.add_argument("--dry-run", action="store_true", help="validate, print the resolved config (secrets redacted), exit 0/2")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("scan", help="scan files or URLs once and print a per-identity report")
+    s.add_argument("inputs", nargs="+", metavar="PATH|URL")
+    s.add_argument("--bundle", help="model bundle folder (default: the shipped default bundle)")
+    s.add_argument("--jsonl", help="write verdict events to this JSON-lines file")
+    s.add_argument("--fps", type=float, default=None, help="analysed frames per second (default: the source default)")
+    s.add_argument("--faces", choices=("centerface", "insightface"), default=None, help="face detector backend")
+    s.add_argument("--pack", help="InsightFace model-pack folder (with --faces insightface)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    s.add_argument("--events", action="store_true", help="also print every verdict event as it happens")
+    s.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    s.set_defaults(func=cmd_scan)
+
+    d = sub.add_parser("demo", help="scan a built-in sample clip and its face-swapped twin")
+    d.add_argument("--port", type=int, default=9108, help="metrics port on 127.0.0.1 (default 9108)")
+    d.add_argument("--keep", action="store_true", help="keep serving on the port after the scan until Ctrl-C")
+    d.add_argument("--bundle", help="model bundle folder (default: the shipped default bundle)")
+    d.add_argument("--fps", type=float, default=None, help="analysed frames per second")
+    d.add_argument("--frames", type=int, default=100, help="frames per demo clip (25 fps)")
+    d.add_argument("--jsonl", help="also write the verdict events to this JSON-lines file")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="throughput: pipeline with N live-paced streams vs a naive baseline")
+    b.add_argument("--clip", help="video to use (default: a generated 720p clip with faces)")
+    b.add_argument("--streams", type=int, default=2)
+    b.add_argument("--fps", type=float, default=5.0, help="analysed fps per stream")
+    b.add_argument("--seconds", type=float, default=20.0, help="duration of each measurement")
+    b.add_argument("--bundle", help="model bundle folder (default: the shipped default bundle)")
+    b.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    b.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
+    b.set_defaults(func=cmd_bench)
+
+    i = sub.add_parser("bundle-info", help="print a model bundle's manifest summary")
+    i.add_argument("dir", nargs="?", help="bundle folder (default: the shipped default bundle)")
+    i.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the files")
+    i.set_defaults(func=cmd_bundle_info)
+
+    try:
+        from daemon.kafka import tools as kafka_tools
+    except ImportError:
+        kafka_tools = None
+    if kafka_tools is not None and hasattr(kafka_tools, "add_parsers"):
+        kafka_tools.add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
