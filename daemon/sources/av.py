@@ -199,6 +199,9 @@ class AvSource(Source):
             if self._seq > delivered_before:
                 attempt = 0  # the stream worked for a while: backoff starts over
             if not self.live:
+                if error is None and self._seq == delivered_before and not self._stop_requested:
+                    error = SourceError("no_frames", f"{self.display_url}: no decodable video frames")
+                    self._count_error(error.kind)
                 if error is not None:
                     self._fail(error)
                     return
@@ -211,7 +214,7 @@ class AvSource(Source):
             if error is None:
                 error = SourceError("eof", f"{self.display_url}: stream ended (EOF)")
                 self._count_error("eof")
-            if error.kind in ("resolution",):
+            if error.kind in ("resolution", "unsupported"):  # retrying cannot heal these
                 self._fail(error)
                 return
             attempt += 1
@@ -443,10 +446,10 @@ class AvSource(Source):
         nxt = self._next_analysis
         if nxt is not None and pts < nxt - 1e-3:
             return False
-        if nxt is None or pts - nxt > period:  # first frame, or a gap in the stream: restart the grid here
-            self._next_analysis = pts + period
-        else:
-            self._next_analysis = nxt + period
+        nxt = (pts if nxt is None else nxt) + period
+        if nxt <= pts:  # a gap in the stream (or the first frame after one): restart the grid here
+            nxt = pts + period
+        self._next_analysis = nxt
         return True
 
     def _to_rgb(self, frame) -> np.ndarray:
