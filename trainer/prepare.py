@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from detectors.faces.align import crop_template, similarity_transform, transform_points
-from trainer.data.records import LABEL_NAMES, VideoRecord, safe_name
+from trainer.data.records import LABEL_NAMES, VideoRecord, safe_component, safe_name
 
 log = logging.getLogger("fakewatch.trainer.prepare")
 
@@ -149,7 +149,7 @@ def select_faces(observations: list, policy: FacePolicy = "largest", min_rel_are
 
 def item_dir(out_dir: Path, rec: VideoRecord) -> Path:
     """Folder of one record's crops: ``<out>/<dataset>/<real|fake>/<safe uid>``."""
-    return Path(out_dir) / safe_name(rec.dataset, 48) / LABEL_NAMES[rec.label] / safe_name(rec.video_uid)
+    return Path(out_dir) / safe_component(rec.dataset) / LABEL_NAMES[rec.label] / safe_name(rec.video_uid)
 
 
 def _record_meta(rec: VideoRecord) -> dict[str, Any]:

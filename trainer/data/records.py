@@ -83,6 +83,11 @@ def safe_name(uid: str, max_len: int = 96) -> str:
     return f"{readable[-max_len:]}-{h}"
 
 
+def safe_component(name: str) -> str:
+    """``name`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``_`` (dataset folder names)."""
+    return _UNSAFE.sub("_", name).strip(".") or "_"
+
+
 # --------------------------------------------------------------------------------------------- #
 # file-system helpers (case-insensitive folder matching)
 
