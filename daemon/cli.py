@@ -149,6 +149,10 @@ def build_face_pipeline(faces_cfg: Any):
         from detectors.faces.pipeline import FacePipeline
 
         return FacePipeline(CenterFaceDetector())
+    if faces_cfg is None or isinstance(faces_cfg, dict):
+        from detectors.faces.factory import FacesConfig
+
+        faces_cfg = FacesConfig(**(faces_cfg or {}))
     return build(faces_cfg)
 
 
@@ -173,18 +177,12 @@ async def run_daemon(
     Returns when every source ended (``until_sources_end``) or when ``stop`` is set; then shuts
     down gracefully (drain, flush sinks) within ``cfg.shutdown_timeout_s``.
     """
-    from daemon.app import Daemon
     from daemon.metrics import Metrics
     from daemon.server import MetricsServer
-    from daemon.sinks.factory import build_sinks
     from daemon.sources.av import AvSource
-    from detectors.bundle import load_bundle
 
     metrics = Metrics()
-    bundle = load_bundle(cfg.bundle.resolved_path(), verify=cfg.bundle.verify)
-    face_pipeline = build_face_pipeline(cfg.faces)
-    sinks = build_sinks(cfg.sinks, metrics, cfg.kafka) + list(extra_sinks)
-    daemon = _make_daemon(Daemon, cfg, face_pipeline, bundle, sinks, metrics)
+    daemon, sinks = build_daemon(cfg, metrics, extra_sinks)
     server = None
     if serve_http and cfg.http.enabled:
         server = MetricsServer(metrics, daemon.ready, cfg.http.host, cfg.http.port)
@@ -199,7 +197,7 @@ async def run_daemon(
             sources.append(src)
             daemon.add_source(src)
         if cfg.kafka is not None and _kafka_source_wanted(cfg):
-            ksrc = _kafka_source(cfg, metrics)
+            ksrc = _kafka_source(cfg, metrics, daemon)
             sources.append(ksrc)
             daemon.add_source(ksrc)
         if on_ready:
@@ -228,8 +226,17 @@ async def run_daemon(
     return RunResult(sources, failed, interrupted)
 
 
-def _make_daemon(Daemon, cfg, face_pipeline, bundle, sinks, metrics):
-    return Daemon(cfg.pipeline, face_pipeline, bundle, sinks, metrics, runtime=_runtime_arg(cfg))
+def build_daemon(cfg: Any, metrics: Any, extra_sinks: list[Sink] = ()) -> tuple[Any, list[Sink]]:  # type: ignore[assignment]
+    """(daemon, sinks) from a validated config: loads the bundle and the face models (slow)."""
+    from daemon.app import Daemon
+    from daemon.sinks.factory import build_sinks
+    from detectors.bundle import load_bundle
+
+    bundle = load_bundle(cfg.bundle.resolved_path(), verify=cfg.bundle.verify)
+    face_pipeline = build_face_pipeline(cfg.faces)
+    sinks = build_sinks(cfg.sinks, metrics, cfg.kafka) + list(extra_sinks)
+    daemon = Daemon(cfg.pipeline, face_pipeline, bundle, sinks, metrics, runtime=_runtime_arg(cfg))
+    return daemon, sinks
 
 
 def _runtime_arg(cfg):
@@ -240,12 +247,10 @@ def _kafka_source_wanted(cfg) -> bool:
     return True
 
 
-def _kafka_source(cfg, metrics):
-    from daemon.sources import kafka as kmod
+def _kafka_source(cfg, metrics, daemon):
+    from daemon.sources.kafka import KafkaFrameSource
 
-    if hasattr(kmod, "build_kafka_source"):
-        return kmod.build_kafka_source(cfg.kafka, metrics)
-    return kmod.KafkaSource(cfg.kafka, metrics)
+    return KafkaFrameSource(cfg.kafka, metrics, daemon=daemon)
 
 
 class SignalStop:
