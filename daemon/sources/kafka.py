@@ -493,3 +493,11 @@ class KafkaFrameSource(Source):
                 log.warning("kafka stop: closing the transaction failed (%s)", type(e).__name__)
         self.metrics.kafka_assigned.set(0)
         self.metrics.kafka_paused.set(0)
+
+
+def build_kafka_source(cfg: KafkaConfig, metrics: Metrics | None = None) -> KafkaFrameSource:
+    """Used by the CLI: the daemon's ``add_source`` (or the caller) attaches the daemon before ``run``."""
+    return KafkaFrameSource(cfg, metrics)
+
+
+KafkaSource = KafkaFrameSource
