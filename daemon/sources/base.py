@@ -12,7 +12,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from daemon.metrics import Metrics
 from daemon.types import Frame, StreamState
@@ -52,6 +52,8 @@ def url_secrets(url: str) -> list[str]:
         return out
     if parts.password:
         out.append(parts.password)
+        if unquote(parts.password) != parts.password:
+            out.append(unquote(parts.password))
     if parts.username and parts.password:
         out.append(f"{parts.username}:{parts.password}")
     for m in _SECRET_QUERY.finditer(url):
