@@ -384,9 +384,9 @@ def scan_config(
 
 
 def _faces_section(backend: str, pack: str | None) -> dict[str, Any]:
-    sec: dict[str, Any] = {"detector": backend}
+    sec: dict[str, Any] = {"backend": backend}
     if pack:
-        sec["pack"] = pack
+        sec["pack_dir"] = pack
     return sec
 
 

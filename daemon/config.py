@@ -121,7 +121,7 @@ class StreamConfig(StrictModel):
 
     id: str = Field(description="stream id: label-safe, unique; used in metrics and events")
     url: str = Field(description="file path, file://, rtsp(s)://, rtmp(s)://, http(s)://, srt://, udp://, tcp://")
-    source: _SourceT = Field(default_factory=_default_section(_SourceT))  # type: ignore[valid-type]
+    source: _SourceT = Field(default_factory=_default_section(_SourceT), description="PyAV source settings (over stream_defaults)")  # type: ignore[valid-type]
 
     @model_validator(mode="before")
     @classmethod
@@ -160,7 +160,9 @@ class BundleConfig(StrictModel):
     path: Path | None = Field(
         None, validate_default=True, description="model bundle folder; default: the bundle shipped in detectors/bundles/default"
     )
-    runtime: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    runtime: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto", description="auto: TensorRT plan > ONNX Runtime CUDA > CPU; an explicit choice that cannot be honoured fails at start"
+    )
     threads: int | None = Field(None, ge=1, le=256, description="CPU inference threads (ONNX Runtime intra-op)")
     plan_dir: Path | None = Field(None, description="TensorRT engine cache folder; default <bundle>/plans")
     verify: bool = Field(True, description="check every file's sha256 against the manifest at load")
@@ -188,8 +190,8 @@ class BundleConfig(StrictModel):
 
 
 class StdoutSinkConfig(StrictModel):
-    enabled: bool = True
-    format: Literal["json", "pretty"] = "json"
+    enabled: bool = Field(True, description="false (or stdout: null) disables it")
+    format: Literal["json", "pretty"] = Field("json", description="json: one event per line; pretty: table rows")
 
 
 class JsonlSinkConfig(StrictModel):
@@ -209,10 +211,10 @@ class JsonlSinkConfig(StrictModel):
 
 class WebhookSinkConfig(StrictModel):
     url: str = Field(description="http(s) endpoint receiving POSTed JSON batches")
-    timeout_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0, description="limit for one request")
     retries: int = Field(3, ge=0, le=20, description="retries after the first attempt")
     backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
-    backoff_max_s: float = Field(30.0, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0, description="cap of the retry delay")
     headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (secrets via ${VAR})")
     batch_size: int = Field(100, ge=1, description="events per POST at most")
 
@@ -228,38 +230,38 @@ class WebhookSinkConfig(StrictModel):
 
 
 class SinksConfig(StrictModel):
-    stdout: StdoutSinkConfig | None = Field(default_factory=StdoutSinkConfig)
-    jsonl: JsonlSinkConfig | None = None
-    webhook: WebhookSinkConfig | None = None
+    stdout: StdoutSinkConfig | None = Field(default_factory=StdoutSinkConfig, description="events on standard output")
+    jsonl: JsonlSinkConfig | None = Field(None, description="events appended to a JSON-lines file")
+    webhook: WebhookSinkConfig | None = Field(None, description="events POSTed to an HTTP endpoint")
     kafka: bool = Field(False, description="publish verdicts to the kafka section's verdict topic")
 
 
 class HttpConfig(StrictModel):
-    enabled: bool = True
+    enabled: bool = Field(True, description="serve /metrics, /healthz, /readyz")
     host: str = Field("127.0.0.1", description="listen address of /metrics, /healthz, /readyz")
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
 
 
 class LoggingConfig(StrictModel):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe level logged")
+    format: Literal["json", "text"] = Field("json", description="json: one JSON object per line; text: key=value lines")
 
 
 class DaemonConfig(StrictModel):
     """Root of ``fakewatch.yaml``."""
 
-    streams: list[StreamConfig] = Field(default_factory=list)
+    streams: list[StreamConfig] = Field(default_factory=list, description="video inputs read with PyAV")
     stream_defaults: _SourceT = Field(  # type: ignore[valid-type]
         default_factory=_default_section(_SourceT),
         description="source settings applied to every stream unless the stream sets them",
     )
-    faces: _FacesT = Field(default_factory=_default_section(_FacesT))  # type: ignore[valid-type]
-    pipeline: _PipelineT = Field(default_factory=_default_section(_PipelineT))  # type: ignore[valid-type]
-    bundle: BundleConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
-    sinks: SinksConfig = Field(default_factory=SinksConfig)
-    http: HttpConfig = Field(default_factory=HttpConfig)
-    kafka: _KafkaT | None = None  # type: ignore[valid-type]
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    faces: _FacesT = Field(default_factory=_default_section(_FacesT), description="face detection, alignment, embedding")  # type: ignore[valid-type]
+    pipeline: _PipelineT = Field(default_factory=_default_section(_PipelineT), description="queues, batching, tracking, temporal model, fusion")  # type: ignore[valid-type]
+    bundle: BundleConfig = Field(default_factory=dict, validate_default=True, description="model bundle and runtime")  # type: ignore[arg-type]
+    sinks: SinksConfig = Field(default_factory=SinksConfig, description="where verdict events go")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="metrics and health endpoints")
+    kafka: _KafkaT | None = Field(None, description="Kafka frames input / verdicts output; null = no Kafka")  # type: ignore[valid-type]
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="structured logs on stderr")
     shutdown_timeout_s: float = Field(10.0, gt=0, description="graceful drain bound on SIGTERM/SIGINT")
 
     @model_validator(mode="before")
@@ -481,3 +483,63 @@ def _split_override(item: str, problems: list[str]) -> tuple[str | None, str]:
 def dump_yaml(cfg: DaemonConfig) -> str:
     """The resolved, redacted config as YAML (what ``--dry-run`` prints)."""
     return yaml.safe_dump(cfg.redacted(), sort_keys=False, default_flow_style=False)
+
+
+# --- reference documentation ----------------------------------------------------------------------
+
+
+def _type_name(ann: Any) -> str:
+    import typing
+
+    origin = typing.get_origin(ann)
+    if origin is Literal:
+        return " \\| ".join(repr(a).replace("'", "") for a in typing.get_args(ann))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " \\| ".join(_type_name(a) for a in typing.get_args(ann))
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(ann))}]"
+    if ann is type(None):
+        return "null"
+    return getattr(ann, "__name__", str(ann)).replace("typing.", "")
+
+
+def reference_rows(model: type | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) for every key of the config, nested sections expanded."""
+    import typing
+
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    model = model or DaemonConfig
+    rows = []
+    for name, f in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = f.annotation
+        args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) else []
+        if typing.get_origin(ann) is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            rows.append((key, f"list of {args[0].__name__}", "[]", f.description or ""))
+            rows += reference_rows(args[0], f"{key}[].")
+            continue
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is None and len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            sub = args[0]
+        if f.default is not PydanticUndefined:
+            default = "null" if f.default is None else repr(f.default) if not isinstance(f.default, str) else f.default
+        elif f.default_factory is not None:
+            default = "(section)" if sub is not None else "{}" if f.default_factory in (dict,) else "(default)"
+        else:
+            default = "(required)"
+        if sub is not None:
+            rows.append((key, "section" + (" or null" if args else ""), default, f.description or ""))
+            rows += reference_rows(sub, f"{key}.")
+        else:
+            rows.append((key, _type_name(ann), default, f.description or ""))
+    return rows
+
+
+def reference_markdown() -> str:
+    """A markdown table of every config key (docs/configuration.md embeds its output)."""
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    for key, typ, default, desc in reference_rows():
+        lines.append(f"| `{key}` | {typ} | `{default}` | {desc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

@@ -228,3 +228,12 @@ def test_dry_run_exit_codes(fakewatch_bin, tmp_path, bundle_dir):
     assert "http.prot: unknown key" in bad.stderr
     assert "is not a model bundle" in bad.stderr
     assert bad.stdout == ""
+
+
+def test_docs_list_every_key_of_the_service_sections():
+    from daemon.config import reference_rows
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    others = ("streams[].source.", "stream_defaults.", "faces.", "pipeline.", "kafka.")
+    missing = [k for k, *_ in reference_rows() if not k.startswith(others) and f"`{k}`" not in doc]
+    assert missing == []
