@@ -244,9 +244,9 @@ def train_anl(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset
     gen = tl.seed_everything(int(cfg["seed"]))
     device = tl.pick_device(cfg["device"])
     tcfg = cfg["train"]
-    dataset = dataset if dataset is not None else tl.build_pair_dataset(cfg["data"], "train")
+    dataset = dataset if dataset is not None else tl.build_pair_dataset(cfg["data"], "train", int(cfg["model"]["image_size"]), int(cfg["seed"]))
     if val_dataset is None and cfg["data"].get("val", False):
-        val_dataset = tl.build_pair_dataset(cfg["data"], "val")
+        val_dataset = tl.build_pair_dataset(cfg["data"], "val", int(cfg["model"]["image_size"]), int(cfg["seed"]))
     diff = load_diffusion_for(cfg, device) if _regulariser_on(cfg) else None
     size = int(cfg["model"]["image_size"])
     noise_shape = None

@@ -98,14 +98,20 @@ def count_params(module: nn.Module, trainable_only: bool = True) -> int:
 
 
 def cycle(loader: Iterable) -> Iterator:
-    """Repeat a finite loader forever (training is counted in steps, not epochs)."""
+    """Repeat a finite loader forever (training is counted in steps, not epochs); datasets with
+    ``set_epoch`` (fresh pseudo-fakes every epoch) are told the epoch number."""
+    epoch = 0
     while True:
+        ds = getattr(loader, "dataset", None)
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
         n = 0
         for item in loader:
             n += 1
             yield item
         if n == 0:
             raise ValueError("training data is empty")
+        epoch += 1
 
 
 # ----------------------------------------------------------------------------------------------- optim
@@ -360,17 +366,27 @@ def pair_batch_xy(pb: Mapping[str, torch.Tensor], device) -> tuple[torch.Tensor,
     return x, y
 
 
-def build_pair_dataset(dcfg: Mapping, split: str = "train"):
-    """The project's pseudo-fake pair dataset (trainer.torchdata.PseudoFakePairs) from a ``data`` config block.
+def build_pair_dataset(dcfg: Mapping, split: str = "train", size: int = 256, seed: int = 0):
+    """The project's pseudo-fake pairs (``trainer.torchdata.PseudoFakePairs``) from a ``data`` config block.
 
-    ``dcfg['pairs']`` is passed as keyword arguments (plus ``split``) to ``PseudoFakePairs``.
+    Real crops come from the prepared crop folder ``dcfg['crops']`` (``trainer.prepare`` output, label 0
+    only). The split uses the manifest's split names ``dcfg['splits'][split]`` when any crop carries one of
+    them, else an identity-disjoint split (``val_fraction``) of all real crops.
     """
-    try:
-        from trainer.torchdata import PseudoFakePairs
-    except ImportError as e:  # pragma: no cover - depends on the data module being present
-        raise RuntimeError(f"trainer.torchdata.PseudoFakePairs is not available: {e}") from None
-    kwargs = dict(dcfg.get("pairs") or {})
-    return PseudoFakePairs(split=split, **kwargs)
+    from trainer.torchdata import PseudoFakePairs, crop_items, split_by_identity
+
+    root = dcfg.get("crops")
+    if not root:
+        raise ConfigError("data.crops is empty: give a prepared crop folder (fakewatch-train prepare)")
+    items = crop_items(root, labels=[0])
+    names = list((dcfg.get("splits") or {}).get(split, [split]))
+    chosen = [it for it in items if it.split in names]
+    if not chosen:
+        chosen = split_by_identity(items, float(dcfg.get("val_fraction", 0.1)), 0.0, seed=seed)[split]
+    if not chosen:
+        raise ValueError(f"{root}: no real crops for split {split!r}")
+    return PseudoFakePairs(chosen, size=size, kind=dcfg.get("kind", "sbi"),
+                           landmarker=dcfg.get("landmarker", "template"), seed=seed + (0 if split == "train" else 1))
 
 
 def binary_auc(y: np.ndarray, s: np.ndarray) -> float:

@@ -1,0 +1,275 @@
+"""DiffFake (methods.md §4): pseudo-fake-trained embedder + Gaussian-mixture anomaly model over frame pairs.
+
+Stage 1 (:func:`train_difffake_backbone`): an :class:`~detectors.models.Embedder` is trained as a 2-class
+classifier (real = 0, pseudo-fake = 1, project convention; the official code inverts it) on DiffFake
+pseudo-fakes of REAL crops only. SAM over SGD (the released recipe) or AdamW, by config.
+
+Stage 2 (:func:`fit_difffake_gmm`): the frozen embedder embeds frames of real videos/tracks; pairs are
+formed per video with :func:`make_pairs` (random frames, seconds apart), combined with
+:func:`detectors.difffake.combine` ((a-b)^2, row-L2-normalised) and a 3-component full-covariance GMM
+(k-means init, 250 EM iterations) is fitted; it is served by :class:`detectors.difffake.GmmScorer`.
+
+Scoring: a video's score = mean pair log-likelihood (higher = more real); fakeness = -score.
+Calibration: threshold = a percentile of real validation fakeness; the mean/std of real pair
+log-likelihoods go into the bundle for the daemon's standardisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from detectors.difffake import GmmScorer, combine
+from detectors.models import Embedder, build_embedder
+from trainer import train_loop as tl
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- stage 1
+def difffake_losses(model: Embedder, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    logits = model.classify(x)
+    loss = F.cross_entropy(logits, y.long())
+    acc = (logits.argmax(1) == y.long()).float().mean()
+    return {"total": loss, "ce": loss, "acc": acc.detach()}
+
+
+@torch.no_grad()
+def _val_auc(model: Embedder, loader: DataLoader, device) -> float:
+    model.eval()
+    ys, ss = [], []
+    for batch in loader:
+        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(batch), device)
+        ss.append(torch.softmax(model.classify(x).float(), 1)[:, 1].cpu().numpy())
+        ys.append(y.cpu().numpy())
+    return tl.binary_auc(np.concatenate(ys), np.concatenate(ss))
+
+
+def train_difffake_backbone(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> Path:
+    """Stage 1; return the checkpoint path (``<out_dir>/<run>/checkpoint.pt``; ``best.pt`` = best val AUC)."""
+    t0 = time.time()
+    gen = tl.seed_everything(int(cfg["seed"]))
+    device = tl.pick_device(cfg["device"])
+    tcfg, m = cfg["train"], cfg["model"]
+    size = int(m["image_size"])
+    dataset = dataset if dataset is not None else tl.build_pair_dataset(cfg["data"], "train", size, int(cfg["seed"]))
+    if val_dataset is None and cfg["data"].get("val", False):
+        val_dataset = tl.build_pair_dataset(cfg["data"], "val", size, int(cfg["seed"]))
+    model = build_embedder(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None).to(device).train()
+    opt = tl.make_optimizer(model.parameters(), cfg["optim"])
+    steps = int(tcfg["steps"])
+    sched = tl.make_scheduler(opt, steps, cfg["optim"])
+    loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), shuffle=True, drop_last=True,
+                        num_workers=int(cfg["data"]["workers"]), generator=gen)
+    val_loader = (DataLoader(val_dataset, batch_size=int(tcfg["batch_size"]), shuffle=False,
+                             num_workers=int(cfg["data"]["workers"])) if val_dataset is not None else None)
+    run = tl.RunDir(cfg["out_dir"], cfg.get("run_name") or None, cfg)
+    amp = bool(tcfg["amp"]) and device.type == "cuda"
+    bar = tl.progress(steps, "difffake", bool(tcfg["progress"]))
+    it = tl.cycle(loader)
+    ckpt = run.path / "checkpoint.pt"
+    best, val_auc = -1.0, float("nan")
+    extra = {"embedding_dim": model.dim, "image_size": size}
+    for step in range(steps):
+        model.train()
+        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(next(it)), device)
+
+        def compute():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                return difffake_losses(model, x, y)
+
+        losses = tl.train_step(opt, compute, model.parameters(), float(tcfg["grad_clip"]))
+        sched.step()
+        vals = {k: float(v.detach()) for k, v in losses.items()}
+        if not math.isfinite(vals["total"]):
+            raise FloatingPointError(f"DiffFake stage-1 loss became {vals['total']} at step {step + 1}")
+        if (step + 1) % int(tcfg["log_every"]) == 0 or step == steps - 1:
+            run.log(step + 1, lr=sched.get_last_lr()[0], **vals)
+        ve = int(tcfg["val_every"])
+        if val_loader is not None and ((ve and (step + 1) % ve == 0) or step == steps - 1):
+            val_auc = _val_auc(model, val_loader, device)
+            run.log(step + 1, val_auc=val_auc)
+            if val_auc > best:
+                best = val_auc
+                tl.save_checkpoint(run.path / "best.pt", "difffake", model, cfg, val_auc=val_auc, step=step + 1, **extra)
+        se = int(tcfg["save_every"])
+        if se and (step + 1) % se == 0:
+            tl.save_checkpoint(ckpt, "difffake", model, cfg, step=step + 1, **extra)
+        bar.update(1)
+        bar.set_postfix(loss=f"{vals['total']:.4f}")
+    bar.close()
+    tl.save_checkpoint(ckpt, "difffake", model, cfg, step=steps, val_auc=val_auc, wall_s=round(time.time() - t0, 1),
+                       **extra)
+    run.close()
+    return ckpt
+
+
+def load_embedder(checkpoint: str | Path) -> Embedder:
+    ck = tl.load_checkpoint(checkpoint, "difffake")
+    m = ck["config"]["model"]
+    model = build_embedder(m["backbone"], float(m["dropout"]))
+    model.load_state_dict(ck["state_dict"])
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------- stage 2
+def _g(cfg: Mapping) -> Mapping:
+    """Stage-2 functions take either the full difffake config or just its ``gmm`` block."""
+    return cfg["gmm"] if "gmm" in cfg else cfg
+
+
+def sample_frames(n: int, max_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to ``max_frames`` of ``n`` frames (a random subset, in order) when there are more."""
+    if max_frames <= 0 or n <= max_frames:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=max_frames, replace=False))
+
+
+def make_pairs(frames: int | Sequence, K: int = 8, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Pair indices (P, 2) over the frames of ONE video (methods.md §4.3).
+
+    With n > 2K frames: n - K random "base" frames, the other K form the partner pool; otherwise a random
+    half is the base and the rest the pool. Each base frame is paired with one random pool frame
+    (≈ n - K pairs). ``frames``: a count or a sequence (only its length is used).
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    n = int(frames) if isinstance(frames, (int, np.integer)) else len(frames)
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    perm = rng.permutation(n)
+    if n > 2 * K:
+        base, pool = perm[: n - K], perm[n - K:]
+    else:
+        half = n // 2
+        base, pool = perm[:half], perm[half:]
+    partners = pool[rng.integers(0, len(pool), size=len(base))]
+    return np.stack([base, partners], axis=1).astype(np.int64)
+
+
+def _track_tensor(track, size: int) -> torch.Tensor:
+    """A track as (n,3,S,S) float [-1,1]: a tensor, a uint8 (n,H,W,3) array, or a list of image paths."""
+    if isinstance(track, torch.Tensor):
+        x = tl.to_model_range(track)
+    elif isinstance(track, np.ndarray):
+        if track.ndim != 4 or track.shape[-1] != 3:
+            raise ValueError(f"expected (n, H, W, 3) uint8 crops, got {track.shape}")
+        x = tl.to_model_range(torch.from_numpy(np.ascontiguousarray(track)).permute(0, 3, 1, 2))
+    else:
+        paths = list(track)
+        if not paths:
+            return torch.zeros(0, 3, size, size)
+        x = torch.stack([tl.load_image(p, size) for p in paths])
+    return tl.resize_batch(x, size)
+
+
+@torch.no_grad()
+def embed_tracks(embedder: torch.nn.Module, tracks: Sequence, size: int, batch_size: int = 64,
+                 device: str | torch.device = "cpu", max_frames: int = 0, seed: int = 0) -> list[np.ndarray]:
+    """Embed every track (one video / identity track each) -> list of (n_i, D) float32 arrays."""
+    embedder = embedder.to(device).eval()
+    rng = np.random.default_rng(seed)
+    out = []
+    for tr in tracks:
+        x = _track_tensor(tr, size)
+        x = x[torch.from_numpy(sample_frames(x.shape[0], max_frames, rng))]
+        embs = [embedder(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)]
+        out.append(torch.cat(embs).numpy() if embs else np.zeros((0, 0), np.float32))
+    return out
+
+
+def pair_vectors(emb: np.ndarray, K: int = 8, combination: str = "sq", rng: np.random.Generator | None = None,
+                 differential: bool = True) -> np.ndarray:
+    """Combined, row-normalised pair vectors of one track (or normalised single embeddings if not differential)."""
+    emb = np.asarray(emb, dtype=np.float64)
+    if not differential:
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    idx = make_pairs(len(emb), K, rng)
+    if len(idx) == 0:
+        return np.zeros((0, emb.shape[1] if emb.ndim == 2 else 0))
+    return combine(emb[idx[:, 0]], emb[idx[:, 1]], combination)
+
+
+def fit_gmm_on_embeddings(embeddings: Sequence[np.ndarray], cfg: Mapping) -> GmmScorer:
+    """Stage-2 GMM from per-track embeddings (the difffake config or its ``gmm`` block)."""
+    cfg = _g(cfg)
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(int(cfg["seed"]))
+    vecs = [pair_vectors(e, int(cfg["pair_k"]), cfg["combination"], rng, bool(cfg["differential"]))
+            for e in embeddings if len(e) >= 2]
+    X = np.concatenate([v for v in vecs if len(v)]) if vecs else np.zeros((0, 0))
+    k = int(cfg["n_components"])
+    if len(X) < k:
+        raise ValueError(f"only {len(X)} pair vectors from {len(embeddings)} tracks; need at least {k} for the GMM")
+    gmm = GaussianMixture(n_components=k, covariance_type=cfg["covariance_type"], init_params=cfg["init_params"],
+                          max_iter=int(cfg["max_iter"]), reg_covar=float(cfg["reg_covar"]),
+                          random_state=int(cfg["seed"]))
+    gmm.fit(X)
+    if not gmm.converged_:
+        log.warning("GMM did not converge in %d iterations (%d vectors of %d dims)", cfg["max_iter"], *X.shape)
+    return GmmScorer.from_sklearn(gmm)
+
+
+def fit_difffake_gmm(embedder: torch.nn.Module, tracks: Sequence, cfg: Mapping) -> GmmScorer:
+    """Embed real ``tracks`` (each: the frames of one video / identity track) and fit the GMM.
+
+    ``cfg``: the full difffake config (uses ``model.image_size``, ``gmm``, ``device``).
+    """
+    device = tl.pick_device(cfg["device"])
+    g = cfg["gmm"]
+    embs = embed_tracks(embedder, tracks, int(cfg["model"]["image_size"]), int(g["batch_size"]), device,
+                        int(g["frames_per_video"]), int(g["seed"]))
+    return fit_gmm_on_embeddings(embs, g)
+
+
+def track_logliks(scorer: GmmScorer, emb: np.ndarray, cfg: Mapping, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Pair log-likelihoods of one track's embeddings."""
+    cfg = _g(cfg)
+    rng = rng if rng is not None else np.random.default_rng(int(cfg["seed"]))
+    v = pair_vectors(emb, int(cfg["pair_k"]), cfg["combination"], rng, bool(cfg["differential"]))
+    return scorer.score_samples(v) if len(v) else np.zeros(0)
+
+
+def score_tracks(scorer: GmmScorer, embeddings: Sequence[np.ndarray], cfg: Mapping) -> np.ndarray:
+    """Fakeness per track = -(mean pair log-likelihood); NaN for tracks with fewer than 2 frames."""
+    cfg = _g(cfg)
+    rng = np.random.default_rng(int(cfg["seed"]))
+    out = []
+    for e in embeddings:
+        ll = track_logliks(scorer, e, cfg, rng)
+        out.append(-float(ll.mean()) if len(ll) else float("nan"))
+    return np.asarray(out)
+
+
+@dataclass
+class DiffFakeCalibration:
+    threshold: float           # fakeness above this = fake
+    percentile: float          # of real validation fakeness
+    loglik_real_mean: float    # pair log-likelihood statistics on real validation tracks
+    loglik_real_std: float
+    n_tracks: int
+    n_pairs: int
+
+
+def calibrate(scorer: GmmScorer, real_val_embeddings: Sequence[np.ndarray], cfg: Mapping) -> DiffFakeCalibration:
+    """Threshold at ``cfg['calibration_percentile']`` of real validation track fakeness, plus pair log-lik stats."""
+    cfg = _g(cfg)
+    rng = np.random.default_rng(int(cfg["seed"]) + 1)
+    lls = [track_logliks(scorer, e, cfg, rng) for e in real_val_embeddings]
+    lls = [ll for ll in lls if len(ll)]
+    if not lls:
+        raise ValueError("calibration needs real validation tracks with at least 2 frames")
+    fake = np.asarray([-ll.mean() for ll in lls])
+    allp = np.concatenate(lls)
+    pct = float(cfg["calibration_percentile"])
+    return DiffFakeCalibration(float(np.percentile(fake, pct)), pct, float(allp.mean()), float(allp.std()),
+                               len(lls), len(allp))
