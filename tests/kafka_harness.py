@@ -48,6 +48,8 @@ class MiniPipeline:
             try:
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
+                if f.end_of_stream and f.stream_id not in self.state:
+                    continue  # e.g. the source's own end marker at shutdown: no tracks, no verdicts
                 st = self.state.setdefault(f.stream_id, {"frames": 0, "last_seq": -1})
                 if f.end_of_stream:
                     ev = VerdictEvent(f.stream_id, 0, "end", 0, max(st["last_seq"], 0), 0.0, 0.0, st["frames"], 0.0,

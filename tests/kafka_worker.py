@@ -1,0 +1,54 @@
+"""A Kafka consumer process for the crash test: ``python -m tests.kafka_worker BOOTSTRAP GROUP FRAMES VERDICTS``.
+
+Runs the real KafkaFrameSource + KafkaVerdictSink around :class:`tests.kafka_harness.MiniPipeline`
+(slowed down by ``--delay`` so it can be killed mid-stream) until SIGKILLed or SIGTERMed. Prints
+``READY`` once partitions are assigned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from daemon.kafka.config import KafkaConfig
+from daemon.metrics import Metrics
+from daemon.sinks.kafka import KafkaVerdictSink
+from daemon.sources.kafka import KafkaFrameSource
+from tests.kafka_harness import MiniPipeline
+
+
+async def main(a: argparse.Namespace) -> None:
+    cfg = KafkaConfig(
+        bootstrap_servers=[a.bootstrap], frames_topics=[a.frames], group_id=a.group, verdict_topic=a.verdicts,
+        state_topic=None, dead_letter_topic=None, auto_offset_reset="earliest", freshness_budget_s=None,
+        session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=20000, commit_interval_s=0.2,
+        intake_high=8, intake_low=2,
+    )
+    m = Metrics()
+    sink = KafkaVerdictSink(cfg, m)
+    await sink.start()
+    pipe = MiniPipeline([sink], capacity=4, delay_s=a.delay)
+    pipe.start()
+    src = KafkaFrameSource(cfg, m, daemon=pipe)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    task = asyncio.create_task(src.run(pipe.emit))
+    while not src.assignment:
+        await asyncio.sleep(0.05)
+    print("READY", flush=True)
+    await stop.wait()
+    await src.stop()
+    await task
+    await pipe.stop()
+    await sink.close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    for n in ("bootstrap", "group", "frames", "verdicts"):
+        ap.add_argument(n)
+    ap.add_argument("--delay", type=float, default=0.05)
+    asyncio.run(main(ap.parse_args()))
+    sys.exit(0)
