@@ -8,8 +8,9 @@ Association (every analysed frame):
 
 * Each track predicts its box at the current frame from a damped constant-velocity estimate
   (per analysed-frame step, so gaps in ``seq`` are handled).
-* For every (track, face) pair: ``iou`` = IoU(predicted box, face box), and, when both carry an
-  embedding, ``sim`` = cosine similarity of the face embedding with the track's running mean
+* For every (track, face) pair: ``iou`` = the larger of IoU(predicted box, face box) and
+  IoU(last box, face box) (prediction helps linear motion, the last box protects against the
+  back-and-forth of a nodding or shaking head), and, when both carry an embedding, ``sim`` = cosine similarity of the face embedding with the track's running mean
   embedding.
 * Gate: a pair may match if ``iou >= min_iou`` (and, with embeddings, ``sim >= min_sim``: an
   overlapping box of another person is refused), or, with embeddings, ``sim >= relink_sim`` with no
@@ -18,6 +19,9 @@ Association (every analysed frame):
   (``w = embedding_weight``), plus ``miss_penalty`` per frame the track has been missing so fresh
   tracks win ties. ``scipy.optimize.linear_sum_assignment`` solves the assignment; gated pairs get
   a prohibitive cost and are dropped from its answer.
+* Two stages (a simplified DeepSORT cascade): confirmed tracks (lost ones included) are assigned
+  first, tentative tracks then compete for the faces left, so a fresh tentative track never steals
+  the face of an established identity.
 
 Lifecycle: a new face starts a *tentative* track; it becomes *confirmed* after ``min_hits``
 matches (the frame it is confirmed in is reported in ``started`` and its face in ``assignments``);
@@ -213,27 +217,37 @@ class Tracker:
         return None
 
     # ---------------------------------------------------------------- update
-    def _cost(self, faces: list[Face], embs: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    def _cost(self, tracks: list[_Track], faces: list[Face], embs: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.cfg
-        n_t, n_f = len(self._tracks), len(faces)
-        pred = np.stack([t.predict(self._step) for t in self._tracks])
         boxes = np.stack([np.asarray(f.box, dtype=np.float64).ravel()[:4] for f in faces])
-        iou = iou_matrix(pred, boxes)
+        # IoU against the motion prediction or the last seen box, whichever is larger: the
+        # prediction helps linear motion, the last box protects against jitter (nodding heads).
+        iou = np.maximum(
+            iou_matrix(np.stack([t.predict(self._step) for t in tracks]), boxes),
+            iou_matrix(np.stack([t.box for t in tracks]), boxes),
+        )
         cost = 1.0 - iou
         allowed = iou >= max(cfg.min_iou, 1e-9)
-        for i, t in enumerate(self._tracks):
+        for i, t in enumerate(tracks):
             if t.embedding is None:
                 continue
-            for j in range(n_f):
-                e = embs[j]
+            for j, e in enumerate(embs):
                 if e is None:
                     continue
                 sim = float(np.dot(t.embedding, e))
                 cost[i, j] = (1.0 - cfg.embedding_weight) * (1.0 - iou[i, j]) + cfg.embedding_weight * (1.0 - sim)
                 allowed[i, j] = (allowed[i, j] and sim >= cfg.min_sim) or sim >= cfg.relink_sim
-        cost += cfg.miss_penalty * np.array([t.misses for t in self._tracks], dtype=np.float64)[:, None]
-        assert cost.shape == (n_t, n_f)
+        cost += cfg.miss_penalty * np.array([t.misses for t in tracks], dtype=np.float64)[:, None]
         return np.where(allowed, cost, _BIG), allowed
+
+    def _associate(self, tracks: list[_Track], faces: list[Face], embs: list[np.ndarray | None],
+                   free: list[int]) -> list[tuple[_Track, int]]:
+        """Hungarian assignment of ``tracks`` to the faces whose indices are in ``free``."""
+        if not tracks or not free:
+            return []
+        cost, allowed = self._cost(tracks, [faces[j] for j in free], [embs[j] for j in free])
+        rows, cols = linear_sum_assignment(cost)
+        return [(tracks[i], free[j]) for i, j in zip(rows, cols) if allowed[i, j]]
 
     def update(self, seq: int, pts: float, faces: list[Face]) -> TrackUpdate:
         """Associate this analysed frame's ``faces`` (frame ``seq``, timestamp ``pts`` s) with the tracks."""
@@ -243,21 +257,22 @@ class Tracker:
         embs = [_unit(f.embedding) for f in faces]
         matched_t: set[int] = set()
         matched_f: set[int] = set()
-        if self._tracks and faces:
-            cost, allowed = self._cost(faces, embs)
-            rows, cols = linear_sum_assignment(cost)
-            for i, j in zip(rows, cols):
-                if not allowed[i, j]:
-                    continue
-                self._hit(self._tracks[i], faces[j], embs[j], seq, pts, out)
-                matched_t.add(i)
+        # Two stages (DeepSORT's cascade, simplified): confirmed tracks (lost ones included) pick
+        # first, so a fresh tentative track never steals the face of an established identity.
+        confirmed = [t for t in self._tracks if t.confirmed]
+        tentative = [t for t in self._tracks if not t.confirmed]
+        for group in (confirmed, tentative):
+            free = [j for j in range(len(faces)) if j not in matched_f]
+            for t, j in self._associate(group, faces, embs, free):
+                self._hit(t, faces[j], embs[j], seq, pts, out)
+                matched_t.add(t.key)
                 matched_f.add(j)
-                if self._tracks[i].track_id is not None:
-                    out.assignments.append((int(j), self._tracks[i].track_id))
+                if t.confirmed:  # already confirmed, or confirmed by this hit
+                    out.assignments.append((int(j), t.track_id))  # type: ignore[arg-type]
         # misses, ends and drops
         survivors: list[_Track] = []
-        for i, t in enumerate(self._tracks):
-            if i not in matched_t:
+        for t in self._tracks:
+            if t.key not in matched_t:
                 t.misses += 1
                 if not t.confirmed:
                     if t.misses >= cfg.tentative_max_misses:
