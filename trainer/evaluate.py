@@ -290,7 +290,8 @@ def write_table(rows: list[dict[str, Any]], out_dir: str | Path, stem: str = "me
     """Markdown + CSV table, rows = test sets, columns = methods.md §7.3 (+ counts)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cols = ["set", "method", "n_videos", "n_frames", *COLUMNS, "threshold"]
+    model_col = ["model"] if any("model" in r for r in rows) else []
+    cols = ["set", "method", *model_col, "n_videos", "n_frames", *COLUMNS, "threshold"]
     md = out / f"{stem}.md"
     lines = [
         "| " + " | ".join(cols) + " |",
