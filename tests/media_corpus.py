@@ -221,6 +221,39 @@ def stalling_server(payload: bytes = b"", http: bool = False) -> Iterator[int]:
         srv.close()
 
 
+@contextlib.contextmanager
+def stalling_fifo(path: Path, payload: bytes) -> Iterator[Path]:
+    """A named pipe whose writer sends ``payload`` and then nothing (the reader's read() blocks for good).
+
+    FFmpeg's file protocol does not poll the interrupt callback inside read(), so only a watchdog
+    outside the blocking call notices this stall. Closing the writer at exit unblocks the reader.
+    """
+    os.mkfifo(path)
+    done = threading.Event()
+    holder: list[int] = []
+
+    def write() -> None:
+        fd = os.open(path, os.O_WRONLY)  # blocks until the reader opens the pipe
+        holder.append(fd)
+        with contextlib.suppress(OSError):
+            os.write(fd, payload)
+        done.wait()
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        if not holder:  # nobody opened the pipe: unblock our writer by opening it for reading
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        t.join(2)
+        for fd in holder:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def to_mpegts(src: Path, dst: Path) -> Path:
     """Remux ``src`` (H.264) into MPEG-TS (what live HTTP streams carry)."""
     with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts") as out:

@@ -36,6 +36,7 @@ class Case:
     error: str | None = None  # substring of the one-line error (state failed)
     kind: str | None = None  # stream_errors{kind} that must be counted
     settings: dict = field(default_factory=dict)
+    dropped: str | None = None  # frames_dropped_total{reason} that must be counted (skipped and counted)
     check: Callable[[list[Frame]], None] | None = None
 
 
@@ -82,10 +83,11 @@ def _truncated(keep: float, n: int, faststart: bool):
     return make
 
 
-def _corrupted(ext: str, codec: str):
+def _corrupted(ext: str, codec: str, fraction: float):
     def make(d: Path, _):
-        src = mc.encode(d / f"src.{ext}", mc.face_frames(30), codec, options={"g": "5"} if codec == "libx264" else None)
-        return str(mc.corrupted(src, d / f"bad.{ext}", fraction=0.05))
+        opts = {"g": "5", "threads": "1"} if codec == "libx264" else {"threads": "1"}  # same bytes on any box
+        src = mc.encode(d / f"src.{ext}", mc.face_frames(30), codec, options=opts)
+        return str(mc.corrupted(src, d / f"bad.{ext}", fraction=fraction))
 
     return make
 
@@ -105,6 +107,11 @@ def _stall_mid_stream(d: Path, stack: contextlib.ExitStack) -> str:
     return f"http://127.0.0.1:{port}/live.ts"
 
 
+def _stall_fifo(d: Path, stack: contextlib.ExitStack) -> str:
+    ts = mc.to_mpegts(mc.h264_mp4(d, "src.mp4", n=50), d / "src.ts").read_bytes()
+    return str(stack.enter_context(mc.stalling_fifo(d / "pipe.ts", ts[: len(ts) * 7 // 10])))
+
+
 def _8k(d: Path, _) -> str:
     frames = [np.zeros((4320, 7680, 3), np.uint8)] * 3
     return str(mc.encode(d / "8k.mp4", frames, "libx264", options={"preset": "ultrafast"}))
@@ -114,9 +121,10 @@ CASES = [
     Case("h264_mp4_ok", _clip("ok.mp4", options={"g": "5"}), frames=(10, 10), check=_picture),
     Case("truncated_mp4_30pct", _truncated(0.3, 10, False), error="not a readable video", kind="invalid_data"),
     Case("truncated_mp4_faststart", _truncated(0.3, 40, True), frames=(1, 39)),
-    Case("corrupted_mp4_middle", _corrupted("mp4", "libx264"), frames=(1, 30)),
-    Case("corrupted_mkv_middle", _corrupted("mkv", "libx264"), frames=(1, 30)),
-    Case("corrupted_webm_middle", _corrupted("webm", "libvpx-vp9"), frames=(1, 30)),
+    # corrupted bytes in the middle: the damaged packets are skipped and counted, the rest decodes
+    Case("corrupted_mp4_middle", _corrupted("mp4", "libx264", 0.2), frames=(1, 29), dropped="decode_error"),
+    Case("corrupted_mkv_middle", _corrupted("mkv", "libx264", 0.2), frames=(1, 29), dropped="decode_error"),
+    Case("corrupted_webm_middle", _corrupted("webm", "libvpx-vp9", 0.05), frames=(1, 29), dropped="decode_error"),
     Case("zero_byte", _file(mc.zero_byte), error="file is empty (0 bytes)", kind="empty"),
     Case("text_renamed_mp4", _file(mc.text_as_mp4), error="not a readable video", kind="invalid_data"),
     Case("random_bytes_mkv", _file(mc.random_bytes), error="not a readable video", kind="invalid_data"),
@@ -163,6 +171,9 @@ CASES = [
     Case("stall_silent_server", _stall_silent, error="timed out", kind="timeout", settings=NET),
     Case("stall_mid_stream", _stall_mid_stream, frames=(1, 49), error="timed out", kind="timeout",
          settings={**NET, "analysis_fps": None}),
+    # a blocking read() that FFmpeg's own timeout cannot interrupt: only the watchdog sees it
+    Case("stall_blocking_read_watchdog", _stall_fifo, frames=(0, 49), error="stalled, no data", kind="stall",
+         settings={"open_timeout_s": 1, "read_timeout_s": 1, "analysis_fps": None}),
     Case("unreachable_host", lambda d, _: f"http://127.0.0.1:{mc.closed_port()}/live.ts",
          error="connection refused", kind="connect", settings=NET),
     Case("url_with_credentials", lambda d, _: f"rtsp://admin:{PASSWORD}@127.0.0.1:{mc.closed_port()}/live",
@@ -230,6 +241,8 @@ async def test_bad_video_input(case: Case, tmp_path: Path, caplog: pytest.LogCap
         assert reg.get_sample_value("fakewatch_stream_state", {"stream": "cam", "state": "ended"}) == 1.0
     if case.kind is not None:
         assert reg.get_sample_value("fakewatch_stream_errors_total", {"stream": "cam", "kind": case.kind}) >= 1
+    if case.dropped is not None:
+        assert reg.get_sample_value("fakewatch_frames_dropped_total", {"stream": "cam", "reason": case.dropped}) >= 1
     if case.check is not None:
         case.check(frames)
 

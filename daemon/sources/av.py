@@ -220,7 +220,9 @@ class AvSource(Source):
             attempt += 1
             max_attempts = self.settings.reconnect.max_attempts
             if max_attempts is not None and attempt > max_attempts:
-                self._fail(SourceError(error.kind, f"{error.message}; gave up after {max_attempts} reconnect attempts"))
+                tail = (f"gave up after {max_attempts} reconnect attempt{'s' if max_attempts != 1 else ''}"
+                        if max_attempts else "reconnect disabled (reconnect.max_attempts=0)")
+                self._fail(SourceError(error.kind, f"{error.message}; {tail}"))
                 return
             delay = self.settings.reconnect.delay(attempt, self._rng)
             self._set_state(StreamState.RECONNECTING, f"{error.message}; retry {attempt} in {delay:.1f}s")
@@ -327,7 +329,7 @@ class AvSource(Source):
                 raise SourceError("not_found", f"{self.display_url}: file not found")
             if path.is_dir():
                 raise SourceError("not_found", f"{self.display_url}: is a directory, not a video file")
-            if path.stat().st_size == 0:
+            if path.is_file() and path.stat().st_size == 0:  # (a FIFO or device reports 0 too)
                 raise SourceError("empty", f"{self.display_url}: file is empty (0 bytes)")
             url = str(path)
         return av.open(
