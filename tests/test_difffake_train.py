@@ -109,3 +109,41 @@ def test_fit_difffake_gmm_from_an_embedder_and_image_tracks(tmp_path):
 
     s = score_tracks(scorer, embed_tracks(emb, tracks[:2], 32), cfg)
     assert s.shape == (2,) and np.all(np.isfinite(s))
+
+
+def test_full_pipeline_writes_gmm_and_calibration(tmp_path):
+    """train_difffake = stage 1 + GMM on the training reals' tracks (items grouped by video) + calibration."""
+    import json
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from trainer.difffake import load_difffake, make_pairs, train_difffake
+
+    data = tl.SyntheticPairs(48, 32)
+    items = []
+    for i in range(48):
+        p = tmp_path / f"v{i // 8}" / f"{i % 8:04d}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(((data[i][0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)).save(p)
+        items.append(SimpleNamespace(path=p, video_uid=f"v{i // 8}", label=0))
+
+    class WithItems(torch.utils.data.Dataset):
+        def __init__(self, its):
+            self.items = its
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return data[i]
+
+    cfg = _cfg(tmp_path, "train.steps=2")
+    ck = train_difffake(cfg, WithItems(items[:40]), WithItems(items[40:]))
+    with np.load(ck.parent / "gmm.npz") as z:
+        scorer = GmmScorer.from_arrays({k: z[k] for k in z.files})
+    assert scorer.dim == 64
+    info = json.loads((ck.parent / "calibration.json").read_text())
+    assert info["n_tracks"] == 5 and np.isfinite(info["calibration"]["threshold"])
+    assert isinstance(load_difffake(ck), Embedder)
+    assert make_pairs(20, rng=np.random.default_rng(0), k=4).shape == (16, 2)  # the CLI's keyword

@@ -113,6 +113,11 @@ def train_difffake_backbone(cfg: Mapping, dataset: Dataset | None = None, val_da
     return ckpt
 
 
+def load_difffake(checkpoint: str | Path) -> Embedder:
+    """The stage-1 embedder of a DiffFake checkpoint (alias of :func:`load_embedder`, used by the CLI)."""
+    return load_embedder(checkpoint)
+
+
 def load_embedder(checkpoint: str | Path) -> Embedder:
     ck = tl.load_checkpoint(checkpoint, "difffake")
     m = ck["config"]["model"]
@@ -134,13 +139,15 @@ def sample_frames(n: int, max_frames: int, rng: np.random.Generator) -> np.ndarr
     return np.sort(rng.choice(n, size=max_frames, replace=False))
 
 
-def make_pairs(frames: int | Sequence, K: int = 8, rng: np.random.Generator | None = None) -> np.ndarray:
+def make_pairs(frames: int | Sequence, K: int = 8, rng: np.random.Generator | None = None, *,
+               k: int | None = None) -> np.ndarray:
     """Pair indices (P, 2) over the frames of ONE video (methods.md §4.3).
 
     With n > 2K frames: n - K random "base" frames, the other K form the partner pool; otherwise a random
     half is the base and the rest the pool. Each base frame is paired with one random pool frame
-    (≈ n - K pairs). ``frames``: a count or a sequence (only its length is used).
+    (≈ n - K pairs). ``frames``: a count or a sequence (only its length is used). ``k`` = alias of ``K``.
     """
+    K = int(k) if k is not None else int(K)
     rng = rng if rng is not None else np.random.default_rng(0)
     n = int(frames) if isinstance(frames, (int, np.integer)) else len(frames)
     if n < 2:
@@ -273,3 +280,60 @@ def calibrate(scorer: GmmScorer, real_val_embeddings: Sequence[np.ndarray], cfg:
     pct = float(cfg["calibration_percentile"])
     return DiffFakeCalibration(float(np.percentile(fake, pct)), pct, float(allp.mean()), float(allp.std()),
                                len(lls), len(allp))
+
+
+# ----------------------------------------------------------------------------------------------- full pipeline
+def tracks_from_items(items: Sequence, min_frames: int = 2) -> dict[str, list[Path]]:
+    """Group crop items (``.path``, ``.video_uid``, ``.label``) into real tracks: video uid -> sorted crop paths."""
+    out: dict[str, list[Path]] = {}
+    for it in items:
+        if int(getattr(it, "label", 0)) != 0:
+            continue
+        out.setdefault(str(getattr(it, "video_uid", "") or it.path), []).append(Path(it.path))
+    return {k: sorted(v) for k, v in sorted(out.items()) if len(v) >= min_frames}
+
+
+def save_gmm(scorer: GmmScorer, path: str | Path) -> Path:
+    p = Path(path)
+    np.savez(p, **scorer.to_arrays())
+    return p
+
+
+def train_difffake(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset | None = None,
+                   tracks: Sequence | None = None, val_tracks: Sequence | None = None) -> Path:
+    """Stage 1, then (``gmm.fit_after_training``) stage 2 on real tracks; return the stage-1 checkpoint.
+
+    Stage 2 embeds with the returned (final) checkpoint, on ``tracks`` when given, else the training
+    dataset's real crop items grouped by video (``dataset.items``). It writes ``gmm.npz`` and
+    ``calibration.json`` (from ``val_tracks`` or the val dataset's items) beside the checkpoint, where
+    ``fakewatch-train bundle`` finds them.
+    """
+    import json
+    from dataclasses import asdict
+
+    ck = train_difffake_backbone(cfg, dataset, val_dataset)
+    g = cfg["gmm"]
+    if not bool(g["fit_after_training"]):
+        return ck
+    if tracks is None:
+        items = getattr(dataset, "items", None)
+        if items is None:
+            log.warning("no tracks for the DiffFake GMM (dataset has no crop items); stage 2 skipped")
+            return ck
+        tracks = list(tracks_from_items(items).values())
+    if val_tracks is None and val_dataset is not None and getattr(val_dataset, "items", None) is not None:
+        val_tracks = list(tracks_from_items(val_dataset.items).values())
+    embedder = load_embedder(ck)
+    device = tl.pick_device(cfg["device"])
+    size = int(cfg["model"]["image_size"])
+    embs = embed_tracks(embedder, tracks, size, int(g["batch_size"]), device, int(g["frames_per_video"]), int(g["seed"]))
+    scorer = fit_gmm_on_embeddings(embs, g)
+    save_gmm(scorer, ck.parent / "gmm.npz")
+    info: dict = {"checkpoint": ck.name, "n_tracks": len(embs),
+                  "combination": g["combination"], "pair_k": int(g["pair_k"])}
+    if val_tracks:
+        vembs = embed_tracks(embedder, val_tracks, size, int(g["batch_size"]), device, int(g["frames_per_video"]),
+                             int(g["seed"]))
+        info["calibration"] = asdict(calibrate(scorer, vembs, g))
+    (ck.parent / "calibration.json").write_text(json.dumps(info, indent=2))
+    return ck

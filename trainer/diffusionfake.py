@@ -263,3 +263,8 @@ def load_diffusionfake_detector(checkpoint: str | Path) -> FrameDetector:
     sd = {k[len("detector."):]: v for k, v in ck["state_dict"].items() if k.startswith("detector.")}
     det.load_state_dict(sd)
     return det.eval()
+
+
+def load_diffusionfake(checkpoint: str | Path) -> FrameDetector:
+    """Alias of :func:`load_diffusionfake_detector` (the CLI looks up ``load_<method>``)."""
+    return load_diffusionfake_detector(checkpoint)
