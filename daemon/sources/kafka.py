@@ -104,7 +104,9 @@ class KafkaFrameSource(Source):
 
     def __init__(self, cfg: KafkaConfig, metrics: Metrics | None = None, *, daemon: Any = None,
                  source_id: str | None = None, transactions: Any = None):
-        super().__init__(source_id or f"kafka:{cfg.group_id}", metrics or Metrics(), live=True)
+        # live=False: emit awaits a full pipeline (backpressure -> pause) instead of dropping frames; Kafka
+        # keeps what we do not read yet, and the freshness budget is what drops old frames.
+        super().__init__(source_id or f"kafka:{cfg.group_id}", metrics or Metrics(), live=False)
         self.cfg = cfg
         self.daemon = daemon
         self.txn = transactions
@@ -366,8 +368,7 @@ class KafkaFrameSource(Source):
         if snap is None:
             return
         try:
-            await _maybe_await(self.daemon.restore_stream(stream_id, snap))
-            self.metrics.kafka_state_ops.labels("restore").inc()
+            await _maybe_await(self.daemon.restore_stream(stream_id, snap))  # the daemon counts kafka_state_ops
             log.info("stream %s: temporal state restored from %s", stream_id, self.cfg.state_topic)
         except Exception as e:  # noqa: BLE001 - a bad snapshot must not stop the source
             log.warning("stream %s: could not restore state (%s: %s)", stream_id, type(e).__name__, e)
