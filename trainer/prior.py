@@ -80,9 +80,18 @@ def train_prior(cfg: Mapping, dataset: Dataset | None = None) -> Path:
     mcfg, tcfg = cfg["model"], cfg["train"]
     size = int(mcfg["image_size"])
     if dataset is None:
-        files = tl.list_images(cfg["data"]["image_dirs"], int(cfg["data"]["max_images"]))
+        files = []
+        if cfg["data"].get("crops"):  # real crops of a prepared folder (its manifest)
+            from trainer.torchdata import crop_items
+
+            files = [it.path for it in crop_items(cfg["data"]["crops"], labels=[0])]
+        if cfg["data"]["image_dirs"]:
+            files += tl.list_images(cfg["data"]["image_dirs"])
+        if int(cfg["data"]["max_images"]):
+            files = files[: int(cfg["data"]["max_images"])]
         dataset = tl.ImageFolderDataset(files, size, hflip=bool(cfg["data"]["hflip"]))
-        data_desc = {"image_dirs": [str(d) for d in cfg["data"]["image_dirs"]], "n_images": len(files)}
+        data_desc = {"crops": str(cfg["data"].get("crops") or ""),
+                     "image_dirs": [str(d) for d in cfg["data"]["image_dirs"]], "n_images": len(files)}
     else:
         data_desc = {"dataset": type(dataset).__name__, "n_images": len(dataset) if hasattr(dataset, "__len__") else None}
     loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), shuffle=True, drop_last=False,
