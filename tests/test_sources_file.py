@@ -116,6 +116,19 @@ async def test_backpressure_slow_pipeline_loses_nothing(clip: Path):
         assert val(m, "fakewatch_frames_dropped_total", stream="slow", reason=reason) is None
 
 
+async def test_live_mode_drops_instead_of_waiting(clip: Path):
+    """Live streams never wait for a slow pipeline: frames without room are dropped and counted."""
+    m = Metrics()
+    src = AvSource("fast", str(clip), m, AvSourceSettings(analysis_fps=None, live=True, buffer_frames=1,
+                                                         reconnect={"max_attempts": 0}))
+    frames = (await collect(src, delay=0.02))[:-1]
+    dropped = val(m, "fakewatch_frames_dropped_total", stream="fast", reason="queue_full")
+    assert dropped and dropped >= 1
+    assert len(frames) + dropped == val(m, "fakewatch_frames_received_total", stream="fast") == 50
+    assert src.state == StreamState.FAILED and "stream ended (EOF)" in src.last_error  # a live stream must not end
+    assert val(m, "fakewatch_stream_errors_total", stream="fast", kind="eof") == 1
+
+
 async def test_resize_and_meta(clip: Path):
     src = AvSource("c", str(clip), Metrics(), AvSourceSettings(analysis_fps=5, resize_max_side=160))
     frames = (await collect(src))[:-1]

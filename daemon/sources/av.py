@@ -394,6 +394,8 @@ class AvSource(Source):
                     continue
                 decode_cost += time.perf_counter() - t0
                 for frame in decoded:
+                    if session.stop.is_set():  # stopped, or abandoned by the watchdog
+                        return session.frames
                     now_wall = time.time()
                     session.frames += 1
                     seq = self._seq
@@ -418,20 +420,24 @@ class AvSource(Source):
                     if not self._sample(pts):
                         self.metrics.drop(self.stream_id, "sampled_out")
                         continue
+                    room = self._reserve_slot(session)
+                    if room is None:  # stopped while waiting for the pipeline
+                        return session.frames
+                    if not room:  # live stream, pipeline full: drop now, before paying for the RGB conversion
+                        self.metrics.drop(self.stream_id, "queue_full")
+                        continue
                     t1 = time.perf_counter()
                     image = self._to_rgb(frame)
                     self.metrics.stage_latency.labels("decode").observe(decode_cost + time.perf_counter() - t1)
                     decode_cost = 0.0
-                    item = Frame(
+                    post(Frame(
                         self.stream_id,
                         seq,
                         pts,
                         image,
                         captured_at=now_wall,
                         meta={"source_pts": raw, "source_size": (frame.width, frame.height)},
-                    )
-                    if not self._hand_over(session, item, post):
-                        return session.frames
+                    ))
             return session.frames
         finally:
             try:
@@ -471,25 +477,22 @@ class AvSource(Source):
                 image = np.rot90(image, k)
         return np.ascontiguousarray(image)
 
-    def _hand_over(self, session: _Session, frame: Frame, post) -> bool:
-        """Pass a frame to the event loop. Files wait for room (backpressure); live streams drop."""
+    def _reserve_slot(self, session: _Session) -> bool | None:
+        """Room for one more frame in the hand-off buffer? Files wait for it (backpressure, nothing is
+        lost); live streams never wait (False = drop this frame). None = stop requested."""
         if self.live:
-            if not session.slots.acquire(blocking=False):
-                self.metrics.drop(self.stream_id, "queue_full")
-                return not session.stop.is_set()
-        else:
-            session.phase = "wait"
-            try:
-                while not session.slots.acquire(timeout=0.2):
-                    if session.stop.is_set():
-                        return False
-            finally:
-                session.phase = "read"
-                session.progress = time.monotonic()
+            return None if session.stop.is_set() else session.slots.acquire(blocking=False)
+        session.phase = "wait"  # waiting for the pipeline is not a stall
+        try:
+            while not session.slots.acquire(timeout=0.2):
+                if session.stop.is_set():
+                    return None
+        finally:
+            session.phase = "read"
+            session.progress = time.monotonic()
         if session.stop.is_set():
             session.slots.release()
-            return False
-        post(frame)
+            return None
         return True
 
     def _classify(self, e: Exception) -> SourceError:
