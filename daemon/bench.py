@@ -301,9 +301,6 @@ async def run_pipeline(cfg, clip: Path, n: int, fps: float | None, seconds: floa
         for s in sources:
             await s.stop()
         await daemon.shutdown(drain=False, timeout_s=10.0)
-        from daemon.sinks.factory import close_sinks
-
-        await close_sinks(sinks)
     stages = {s: (histogram_quantile(0.5, h0[s], h1[s]), histogram_quantile(0.95, h0[s], h1[s])) for s in STAGES}
     stages = {k: v for k, v in stages.items() if v[0] is not None}
     drops = {r: int(d1[r] - d0[r]) for r in d1 if d1[r] - d0[r] > 0}

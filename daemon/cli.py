@@ -97,12 +97,12 @@ def print_identity_table(events: list[VerdictEvent], title: str = "per-identity 
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or _console()
     rows = identity_rows(events)
     t = Table(title=title)
     for col, just in (
         ("stream", "left"), ("track", "right"), ("frames", "right"), ("first s", "right"), ("last s", "right"),
-        ("frame score", "right"), ("temporal score", "right"), ("fused score", "right"), ("verdict", "left"),
+        ("frame", "right"), ("temporal", "right"), ("fused", "right"), ("verdict", "left"),
         ("alerts", "left"),
     ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
@@ -119,6 +119,21 @@ def print_identity_table(events: list[VerdictEvent], title: str = "per-identity 
     if not rows:
         t.caption = "no face tracks were confirmed"
     console.print(t)
+
+
+def _console():
+    """A rich console; wide enough for the report tables when stdout is not a terminal."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _input_error(item: str, why: str) -> None:
+    """One line per bad input (the reason may already start with the redacted input)."""
+    from daemon.sources.base import redact_url
+
+    shown = redact_url(item)
+    _err(why if why.startswith(shown) else f"{shown}: {why}")
 
 
 def stream_id_for(path_or_url: str, taken: set[str]) -> str:
@@ -190,34 +205,45 @@ async def run_daemon(
         log.info("serving /metrics, /healthz, /readyz", extra={"url": server.url})
     stop = stop or asyncio.Event()
     sources: list[Any] = []
+    interrupted = False
+    started = False
+    sources_task: asyncio.Future | None = None
     try:
-        await daemon.start()
+        await daemon.start()  # loads the models, starts the sinks
+        started = True
         for s in cfg.streams:
             src = AvSource(s.id, s.url, metrics, s.source)
             sources.append(src)
             daemon.add_source(src)
-        if cfg.kafka is not None and _kafka_source_wanted(cfg):
+        if cfg.kafka is not None:
             ksrc = _kafka_source(cfg, metrics, daemon)
             sources.append(ksrc)
             daemon.add_source(ksrc)
         if on_ready:
             on_ready(server)
-        waiters = [asyncio.ensure_future(stop.wait())]
+        # (never cancel wait_sources: cancelling its gather would cancel the source tasks)
+        stop_task = asyncio.ensure_future(stop.wait())
+        waiters = [stop_task]
         if until_sources_end and sources:
-            waiters.append(asyncio.ensure_future(daemon.wait_sources()))
-        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for p in pending:
-            p.cancel()
+            sources_task = asyncio.ensure_future(daemon.wait_sources())
+            waiters.append(sources_task)
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
         interrupted = stop.is_set()
     finally:
         try:
+            # stops the sources, drains in-flight frames, closes (flushes) the sinks
             await daemon.shutdown(drain=True, timeout_s=cfg.shutdown_timeout_s)
         finally:
-            from daemon.sinks.factory import close_sinks
+            if not started:
+                from daemon.sinks.factory import close_sinks
 
-            await close_sinks(sinks)  # idempotent: the daemon may have closed them already
+                await close_sinks(sinks)
             if server is not None:
                 await server.stop()
+            if sources_task is not None and not sources_task.done():
+                await asyncio.wait([sources_task], timeout=1.0)
+                sources_task.cancel()
     failed = {
         s.stream_id: (getattr(s, "last_error", None) or "failed")
         for s in sources
@@ -235,16 +261,11 @@ def build_daemon(cfg: Any, metrics: Any, extra_sinks: list[Sink] = ()) -> tuple[
     bundle = load_bundle(cfg.bundle.resolved_path(), verify=cfg.bundle.verify)
     face_pipeline = build_face_pipeline(cfg.faces)
     sinks = build_sinks(cfg.sinks, metrics, cfg.kafka) + list(extra_sinks)
-    daemon = Daemon(cfg.pipeline, face_pipeline, bundle, sinks, metrics, runtime=_runtime_arg(cfg))
+    pipeline = cfg.pipeline
+    if cfg.bundle.threads is not None and getattr(pipeline, "threads", 0) is None:
+        pipeline = pipeline.model_copy(update={"threads": cfg.bundle.threads})
+    daemon = Daemon(pipeline, face_pipeline, bundle, sinks, metrics, runtime=cfg.bundle.runtime)
     return daemon, sinks
-
-
-def _runtime_arg(cfg):
-    return {"prefer": cfg.bundle.runtime, "threads": cfg.bundle.threads, "plan_dir": cfg.bundle.plan_dir}
-
-
-def _kafka_source_wanted(cfg) -> bool:
-    return True
 
 
 def _kafka_source(cfg, metrics, daemon):
@@ -395,6 +416,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from daemon.logging import setup_logging
 
     setup_logging("warning" if not args.verbose else "info", "text")
+    if not args.verbose:  # failed inputs get one line from us, not a second one from the source's log
+        logging.getLogger("fakewatch.sources").setLevel(logging.CRITICAL)
     if args.faces == "insightface" and not args.pack:
         _err("--faces insightface needs --pack DIR (a local InsightFace model-pack folder)")
         return EXIT_CONFIG
@@ -407,7 +430,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(str(e), file=sys.stderr, flush=True)
         return EXIT_CONFIG
     for item, why in errors.items():
-        _err(f"{item}: {why}")
+        _input_error(item, why)
     if not ids:
         return EXIT_FAILED
     collect = CollectSink()
@@ -424,7 +447,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         _err(_one_line(e))
         return EXIT_FAILED
     for sid, why in result.failed.items():
-        _err(f"{ids.get(sid, sid)}: {why}")
+        _input_error(ids.get(sid, sid), why)
     print_identity_table(collect.events, title=f"fakewatch scan: {len(ids)} input(s), {time.monotonic() - t0:.1f} s")
     if args.jsonl:
         print(f"{len(collect.events)} event(s) written to {args.jsonl}")
@@ -442,7 +465,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.logging import setup_logging
 
     setup_logging("warning", "text")
-    console = Console()
+    console = _console()
     faces = build_face_pipeline(None)
     detector = getattr(faces, "detector", faces)
     console.print("[bold]fakewatch demo[/]: building the sample clip and its face-swapped twin (cached) ...")
@@ -508,7 +531,7 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
         _err(str(e))
         return EXIT_FAILED
     m = b.manifest
-    console = Console()
+    console = _console()
     t = Table(title=f"bundle {m.name}@{m.version}  ({root})", show_header=False)
     t.add_column("key", style="bold")
     t.add_column("value")

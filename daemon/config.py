@@ -163,8 +163,9 @@ class BundleConfig(StrictModel):
     runtime: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
         "auto", description="auto: TensorRT plan > ONNX Runtime CUDA > CPU; an explicit choice that cannot be honoured fails at start"
     )
-    threads: int | None = Field(None, ge=1, le=256, description="CPU inference threads (ONNX Runtime intra-op)")
-    plan_dir: Path | None = Field(None, description="TensorRT engine cache folder; default <bundle>/plans")
+    threads: int | None = Field(
+        None, ge=1, le=256, description="ONNX Runtime intra-op threads per bundle model (pipeline.threads, when set, wins)"
+    )
     verify: bool = Field(True, description="check every file's sha256 against the manifest at load")
 
     @field_validator("path")
