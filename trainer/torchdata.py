@@ -42,12 +42,14 @@ class CropItem:
     method: str = "real"
     kps_crop: np.ndarray | None = None
     landmarks68: np.ndarray | None = None
+    frame: int = 0  # frame index within its video
+    face: int = 0  # face index within its frame (0 = largest)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> CropItem:
         return cls(path=Path(row["path"]), label=int(row.get("label", 0)), video_uid=row.get("video_uid", str(row["path"])),
                    identity=row.get("identity"), split=row.get("split", "all"), dataset=row.get("dataset", ""),
-                   method=row.get("method", "real"),
+                   method=row.get("method", "real"), frame=int(row.get("frame", 0)), face=int(row.get("face", 0)),
                    kps_crop=None if row.get("kps_crop") is None else np.asarray(row["kps_crop"], np.float32),
                    landmarks68=None if row.get("landmarks68") is None else np.asarray(row["landmarks68"], np.float32))
 
