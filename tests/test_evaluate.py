@@ -149,10 +149,16 @@ def test_calibration_thresholds(synth):
 
 
 def test_temporal_stats():
-    ll = np.array([-10.0, -12.0, -11.0, -9.0, -30.0])
-    st = cal.temporal_stats(ll, target_fpr=0.2)
+    # five real videos, two pairs each; video mean log-likelihoods -10, -12, -11, -9, -30
+    ll = np.array([-9.0, -11.0, -12.0, -12.0, -10.0, -12.0, -9.0, -9.0, -29.0, -31.0])
+    vids = np.repeat(["a", "b", "c", "d", "e"], 2)
+    st = cal.temporal_stats(ll, vids, target_fpr=0.2)
     assert st["loglik_real_mean"] == pytest.approx(ll.mean())
     assert st["loglik_real_std"] == pytest.approx(ll.std(ddof=1))
-    # fakeness = -loglik; at most 1 of 5 reals (the -30 outlier) flagged
-    assert np.sum(-ll >= st["threshold"]) <= 1
-    assert -(-12.0) < st["threshold"] <= 30.0
+    assert st["n_videos"] == 5 and st["n_pairs"] == 10
+    video_fakeness = np.array([10.0, 12.0, 11.0, 9.0, 30.0])
+    # at most 1 of 5 real videos (the outlier) reaches the threshold, and the next one just misses it
+    assert np.sum(video_fakeness >= st["threshold"]) <= 1
+    assert 12.0 < st["threshold"] <= 30.0
+    with pytest.raises(ev.EvalError):
+        cal.temporal_stats([], [])

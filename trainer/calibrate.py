@@ -72,22 +72,30 @@ def calibrate(labels=None, scores=None, real_scores=None, mode: str = "fpr", tar
     raise EvalError(f"unknown calibration mode {mode!r} (expected fpr, youden or eer)")
 
 
-def temporal_stats(real_video_logliks, target_fpr: float = 0.05) -> dict[str, Any]:
-    """DiffFake bundle fields from real validation videos' mean pair log-likelihoods.
+def temporal_stats(pair_logliks, videos, target_fpr: float = 0.05) -> dict[str, Any]:
+    """DiffFake bundle fields from the pair log-likelihoods of REAL validation videos.
 
-    Returns ``{"threshold", "loglik_real_mean", "loglik_real_std", "target_fpr", "n_videos"}``; the
-    threshold is on fakeness (= -log-likelihood), so a video is flagged when its mean log-likelihood
-    falls below the ``target_fpr`` quantile of real validation videos (methods.md §4.4).
+    ``pair_logliks[i]`` is the GMM log-likelihood of pair i, ``videos[i]`` its video (track) id.
+    Returns ``{"threshold", "loglik_real_mean", "loglik_real_std", "target_fpr", "n_videos", "n_pairs"}``:
+
+    - ``threshold`` is on video fakeness (= -mean pair log-likelihood of a video): at most
+      ``target_fpr`` of the real validation videos reach it (methods.md §4.4);
+    - ``loglik_real_mean`` / ``loglik_real_std`` are pair-level statistics (daemon.temporal scales
+      a window's mean pair fakeness by this std, and ``threshold_z`` counts from this mean).
     """
-    ll = np.asarray(real_video_logliks, dtype=np.float64).ravel()
+    from trainer.evaluate import video_scores
+
+    ll = np.asarray(pair_logliks, dtype=np.float64).ravel()
     if ll.size == 0:
         raise EvalError("temporal_stats: no real validation log-likelihoods")
     if not np.isfinite(ll).all():
         raise EvalError("temporal_stats: NaN or infinite log-likelihoods")
+    vids, _, fakeness = video_scores(videos, np.zeros(ll.size, np.int64), -ll)
     return {
-        "threshold": threshold_at_fpr(-ll, target_fpr),
+        "threshold": threshold_at_fpr(fakeness, target_fpr),
         "loglik_real_mean": float(ll.mean()),
         "loglik_real_std": float(ll.std(ddof=1)) if ll.size > 1 else 0.0,
         "target_fpr": float(target_fpr),
-        "n_videos": int(ll.size),
+        "n_videos": int(vids.size),
+        "n_pairs": int(ll.size),
     }

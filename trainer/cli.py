@@ -129,8 +129,8 @@ def load_checkpoint_model(path: str | Path) -> tuple[str, dict[str, Any], Any]:
         raise UsageError(f"{p}: checkpoint not found")
     try:
         ck = tl.load_checkpoint(p)
-    except (ValueError, RuntimeError, EOFError, OSError) as e:
-        raise UsageError(f"{p}: not a readable fakewatch checkpoint ({e})") from e
+    except Exception as e:  # torch.load raises pickle/zip/runtime errors for foreign files
+        raise UsageError(f"{p}: not a readable fakewatch checkpoint ({str(e).splitlines()[0][:200]})") from e
     method = ck.get("method")
     mod = _method_module(str(method))
     loader = getattr(mod, f"load_{method}", None)
@@ -213,7 +213,7 @@ def pair_indices(n: int, rng: np.random.Generator, k: int = 8) -> list[tuple[int
     return [(int(b), int(rng.choice(pool))) for b in base]
 
 
-def temporal_video_logliks(bundle, items: list, batch: int = 32, seed: int = 0, runtime: str = "cpu"):
+def temporal_video_logliks(bundle, items: list, batch: int = 32, seed: int = 0, runtime: str = "cpu", k: int = 8):
     """Per pair: (video uid, label, log-likelihood) for the bundle's DiffFake model over prepared crops."""
     from detectors.difffake import GmmScorer, combine
 
@@ -227,7 +227,7 @@ def temporal_video_logliks(bundle, items: list, batch: int = 32, seed: int = 0, 
     vids, labels, lls = [], [], []
     for uid in sorted(by_video):
         idx = by_video[uid]
-        pairs = pair_indices(len(idx), rng)
+        pairs = pair_indices(len(idx), rng, k)
         if not pairs:
             log.warning("%s: fewer than 2 crops, no DiffFake pairs", uid)
             continue
@@ -326,7 +326,12 @@ def cmd_prepare(a: argparse.Namespace) -> dict[str, Any]:
     root = Path(a.root)
     if not root.exists():
         raise UsageError(f"{root}: dataset root not found")
-    records = load_records(a.dataset, root, **kwargs)
+    try:
+        records = load_records(a.dataset, root, **kwargs)
+    except KeyError as e:  # unknown dataset name
+        raise UsageError(str(e.args[0])) from e
+    except TypeError as e:  # a --reader-arg the reader does not take
+        raise UsageError(f"--reader-arg: {e}") from e
     if a.max_records:
         records = records[: a.max_records]
     summary = prepare(records, a.out, frames_per_video=a.frames, face_policy=a.face_policy,
@@ -465,6 +470,7 @@ def cmd_bundle(a: argparse.Namespace) -> dict[str, Any]:
 
     calib_items = _load_items(a.calib_data, [a.calib_split] if a.calib_split else None) if a.calib_data else None
     frame = temporal = None
+    pair_k = 8
     if a.frame:
         method, cfg, model = load_checkpoint_model(a.frame)
         if method == "difffake":
@@ -481,9 +487,20 @@ def cmd_bundle(a: argparse.Namespace) -> dict[str, Any]:
         backbone, size = _model_geometry(cfg)
         info = ex.export_model(_difffake_embedder(model), work / "embed", size, kind="embed", fp16=False, tol=a.tol)
         spec = TemporalModelSpec(method="difffake", backbone=backbone, input_size=size, version=a.version)
-        comb = (cfg.get("difffake") or {}).get("combination") if isinstance(cfg.get("difffake"), dict) else None
-        if comb:
-            spec.combination = str(comb)
+        g = cfg.get("gmm") if isinstance(cfg.get("gmm"), dict) else {}
+        if g.get("differential") is False:
+            raise UsageError(f"{a.difffake}: GMM fitted on single frames (gmm.differential=false); "
+                             "bundles serve the pair (differential) model only")
+        spec.combination = str(g.get("combination", spec.combination))
+        pair_k = int(g.get("pair_k", 8))
+        calib_json = Path(a.difffake).parent / "calibration.json"
+        if calib_items is None and calib_json.is_file():  # written by trainer.difffake.train_difffake
+            c = (json.loads(calib_json.read_text()).get("calibration") or {})
+            if c:
+                spec.threshold = float(c["threshold"])
+                spec.loglik_real_mean = float(c["loglik_real_mean"])
+                spec.loglik_real_std = float(c["loglik_real_std"])
+                metrics["temporal_calibration"] = {"source": calib_json.name, **c}
         metrics["embed_export"] = info
         provenance["temporal"] = {"checkpoint": str(a.difffake), "sha256": sha256_file(Path(a.difffake)),
                                   "data": cfg.get("data"), "seed": cfg.get("seed")}
@@ -506,10 +523,10 @@ def cmd_bundle(a: argparse.Namespace) -> dict[str, Any]:
                 vids = np.array([it.video_uid for it in calib_items])
                 metrics["frame_val"] = evaluate_set(ScoreSet("calibration", p, y, vids), frame.spec.threshold)
         if temporal is not None:
-            vids, labels, ll = temporal_video_logliks(b, reals, a.batch, a.seed)
-            uv, inv = np.unique(vids, return_inverse=True)
-            video_ll = np.bincount(inv, weights=ll) / np.bincount(inv)
-            st = cal.temporal_stats(video_ll, a.target_fpr)
+            vids, _, ll = temporal_video_logliks(b, reals, a.batch, a.seed, k=pair_k)
+            if ll.size == 0:
+                raise UsageError(f"{a.calib_data}: no real video with >= 2 crops to calibrate DiffFake on")
+            st = cal.temporal_stats(ll, vids, a.target_fpr)
             temporal.spec.threshold = st["threshold"]
             temporal.spec.loglik_real_mean = st["loglik_real_mean"]
             temporal.spec.loglik_real_std = st["loglik_real_std"]
@@ -642,9 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         log.debug("bad input", exc_info=True)
-        print(f"fakewatch-train {args.command}: error: {msg}", file=sys.stderr)
         if run is not None:
             run.finish({"command": args.command, "error": msg})
+        print(f"fakewatch-train {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
