@@ -32,17 +32,18 @@ class FacesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    backend: Literal["centerface", "insightface"] = "centerface"
-    pack_dir: Path | None = None
-    det_max_side: int = Field(640, ge=32, le=4096)
-    min_score: float = Field(0.5, gt=0.0, lt=1.0)
-    min_face_px: int = Field(24, ge=1)
-    max_faces: int = Field(32, ge=1, le=1024)
-    crop_size: int = Field(256, ge=32, le=1024)
-    crop_scale: float = Field(1.3, ge=1.0, le=3.0)
-    embed: bool = True
-    device: Literal["cpu", "cuda"] = "cpu"
-    threads: int | None = Field(None, ge=1)
+    backend: Literal["centerface", "insightface"] = Field(
+        "centerface", description="centerface (offline default, MIT) or insightface (SCRFD + ArcFace from pack_dir)")
+    pack_dir: Path | None = Field(None, description="local InsightFace model-pack folder (never downloaded)")
+    det_max_side: int = Field(640, ge=32, le=4096, description="detector input side in pixels (long side / square)")
+    min_score: float = Field(0.5, gt=0.0, lt=1.0, description="detection score threshold")
+    min_face_px: int = Field(24, ge=1, description="smallest face kept (short side, frame pixels)")
+    max_faces: int = Field(32, ge=1, le=1024, description="most faces kept per frame, best quality first")
+    crop_size: int = Field(256, ge=32, le=1024, description="aligned crop side for the classifiers")
+    crop_scale: float = Field(1.3, ge=1.0, le=3.0, description="face fills 1/crop_scale of the crop")
+    embed: bool = Field(True, description="compute identity embeddings when the backend has a recogniser")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="ONNX Runtime device (providers passed explicitly)")
+    threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads for CenterFace (null: ORT default)")
 
     @model_validator(mode="after")
     def _pack_needed(self) -> FacesConfig:
