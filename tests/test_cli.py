@@ -117,7 +117,7 @@ def test_scan_reports_one_identity_and_writes_jsonl(fakewatch_bin, bundle, sampl
 def _run_config(tmp_path: Path, bundle: Path, clip: Path) -> tuple[Path, Path]:
     out = tmp_path / "run.jsonl"
     cfg = {
-        "streams": [{"id": "cam1", "url": str(clip), "loop": True, "live": False, "analysis_fps": 10}],
+        "streams": [{"id": "cam1", "url": str(clip), "loop": True, "live": False, "analysis_fps": 5}],
         "bundle": {"path": str(bundle)},
         "sinks": {"stdout": None, "jsonl": {"path": str(out)}},
         "http": {"port": 0},
@@ -199,7 +199,7 @@ def test_face_swap_changes_only_the_face():
 def test_demo_runs_on_real_and_swapped_clips(fakewatch_bin, bundle, tmp_path):
     out = tmp_path / "demo.jsonl"
     p = subprocess.run(
-        [str(fakewatch_bin), "demo", "--bundle", str(bundle), "--port", "0", "--frames", "30", "--fps", "10",
+        [str(fakewatch_bin), "demo", "--bundle", str(bundle), "--port", "0", "--frames", "16", "--fps", "8",
          "--jsonl", str(out)],
         capture_output=True, text=True, env=_env(tmp_path), timeout=300,
     )
