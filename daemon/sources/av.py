@@ -25,6 +25,7 @@ import os
 import random
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,8 @@ class AvSource(Source):
             self._abort_session()
             msg = scrub(f"{type(e).__name__}: {e}", self.url).splitlines()[0] if str(e) else type(e).__name__
             self._fail(SourceError("internal", f"{self.display_url}: unexpected error: {msg}"))
-            log.debug("stream %s: internal error", self.stream_id, exc_info=True)
+            trace = scrub("".join(traceback.format_exception(e)), self.url)  # no raw URL in any log
+            log.debug("stream %s: internal error\n%s", self.stream_id, trace)
         await self._emit_end(emit)
 
     # --- main loop ---------------------------------------------------------------------------------------
@@ -316,7 +318,11 @@ class AvSource(Source):
         except SourceError as e:
             post(_Failed(e))
         except Exception as e:  # noqa: BLE001 - everything becomes one clear line
-            post(_Failed(self._classify(e)))
+            error = self._classify(e)
+            if error.kind == "internal":
+                log.debug("stream %s: reader error\n%s", self.stream_id,
+                          scrub("".join(traceback.format_exception(e)), self.url))
+            post(_Failed(error))
 
     def _open(self):
         import av
