@@ -155,6 +155,31 @@ async def test_stop_ends_gracefully(clip: Path):
     assert val(m, "fakewatch_stream_reconnects_total", stream="loop") is None  # looping is not reconnecting
 
 
+async def test_stop_during_reconnect_backoff():
+    """stop() wakes a live source that sleeps in a long backoff: it ends at once, as ended."""
+    from tests.media_corpus import closed_port
+
+    m = Metrics()
+    src = AvSource("cam", f"rtsp://127.0.0.1:{closed_port()}/live", m,
+                   AvSourceSettings(open_timeout_s=2, reconnect={"initial_s": 300, "max_s": 300}))
+    got: list[Frame] = []
+
+    async def emit(f: Frame) -> bool:
+        got.append(f)
+        return True
+
+    task = asyncio.create_task(src.run(emit))
+    for _ in range(200):
+        if src.state == StreamState.RECONNECTING:
+            break
+        await asyncio.sleep(0.05)
+    assert src.state == StreamState.RECONNECTING
+    await src.stop()
+    await asyncio.wait_for(task, 10)  # far less than the 300 s backoff
+    assert src.state == StreamState.ENDED and [f.end_of_stream for f in got] == [True]
+    assert val(m, "fakewatch_stream_errors_total", stream="cam", kind="connect") == 1
+
+
 async def test_cancel_propagates_and_ends(clip: Path):
     src = AvSource("c", str(clip), Metrics(), AvSourceSettings(analysis_fps=None, loop=True))
     got: list[Frame] = []
