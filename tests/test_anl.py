@@ -95,7 +95,7 @@ def test_regulariser_off_is_plain_bce_and_learns(tmp_path):
         opt.zero_grad()
         losses["total"].backward()
         opt.step()
-    assert float(anl_losses(model, None, x, y, cfg)["total"]) < first
+    assert float(anl_losses(model, None, x, y, cfg)["total"].detach()) < first
     ck = train_anl(cfg, data)  # the full loop runs without any diffusion folder
     assert load_anl(ck).head is None
 
