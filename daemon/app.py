@@ -328,6 +328,8 @@ class Daemon:
             old = self._intake.put_drop_oldest(frame)
             if old is not None:
                 self._drop(old, "queue_full")
+                if old is frame:
+                    return False
         else:
             await self._intake.put(frame)
         self.metrics.queue_depth.labels("intake").set(len(self._intake))

@@ -64,15 +64,16 @@ class PipelineConfig(StrictModel):
 class FrameQueue:
     """A bounded FIFO of frames shared by all streams, with the backpressure policy of the intake.
 
-    ``put`` waits for room (file sources: nothing is lost); ``put_drop_oldest`` never waits and
-    returns the oldest *data* frame it evicted to make room (live sources). Control items (end
-    markers) are never evicted, and do not count against the capacity, so a stream's end is never
+    ``put`` waits for room (file sources: nothing is lost); ``put_drop_oldest`` (live sources)
+    never waits: when full it evicts the oldest queued frame of a *live* source and returns it, or,
+    when only file frames are queued, refuses the new frame and returns it. Control items (end
+    markers) never count against the capacity and are never evicted, so a stream's end is never
     lost.
     """
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._items: collections.deque[Frame] = collections.deque()
+        self._items: collections.deque[tuple[Frame, bool]] = collections.deque()  # (frame, evictable)
         self._data = 0  # non-control items held
         self._not_empty = asyncio.Event()
         self._room = asyncio.Event()
@@ -81,8 +82,8 @@ class FrameQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def _append(self, f: Frame) -> None:
-        self._items.append(f)
+    def _append(self, f: Frame, evictable: bool) -> None:
+        self._items.append((f, evictable and not f.end_of_stream))
         if not f.end_of_stream:
             self._data += 1
         self._not_empty.set()
@@ -93,19 +94,20 @@ class FrameQueue:
         while not f.end_of_stream and self._data >= self.capacity:
             self._room.clear()
             await self._room.wait()
-        self._append(f)
+        self._append(f, evictable=False)
 
     def put_drop_oldest(self, f: Frame) -> Frame | None:
-        dropped = None
-        if not f.end_of_stream and self._data >= self.capacity:
-            for i, old in enumerate(self._items):
-                if not old.end_of_stream:
-                    dropped = old
-                    del self._items[i]
-                    self._data -= 1
-                    break
-        self._append(f)
-        return dropped
+        """Queue ``f`` without waiting; return the frame dropped to make room (maybe ``f``), or None."""
+        if f.end_of_stream or self._data < self.capacity:
+            self._append(f, evictable=True)
+            return None
+        for i, (old, evictable) in enumerate(self._items):
+            if evictable:
+                del self._items[i]
+                self._data -= 1
+                self._append(f, evictable=True)
+                return old
+        return f  # only file frames queued: the live frame itself is dropped
 
     async def get_batch(self, max_n: int) -> list[Frame]:
         """Wait for at least one item; return up to ``max_n`` in FIFO order."""
@@ -114,7 +116,7 @@ class FrameQueue:
             await self._not_empty.wait()
         out: list[Frame] = []
         while self._items and len(out) < max_n:
-            f = self._items.popleft()
+            f, _ = self._items.popleft()
             if not f.end_of_stream:
                 self._data -= 1
             out.append(f)
@@ -126,12 +128,15 @@ class FrameQueue:
 
     def drain_nowait(self, stream_id: str | None = None) -> list[Frame]:
         """Remove and return every queued item (of one stream, or of all)."""
-        keep: collections.deque[Frame] = collections.deque()
+        keep: collections.deque[tuple[Frame, bool]] = collections.deque()
         out: list[Frame] = []
-        for f in self._items:
-            (out if stream_id is None or f.stream_id == stream_id else keep).append(f)
+        for item in self._items:
+            if stream_id is None or item[0].stream_id == stream_id:
+                out.append(item[0])
+            else:
+                keep.append(item)
         self._items = keep
-        self._data = sum(1 for f in keep if not f.end_of_stream)
+        self._data = sum(1 for f, _ in keep if not f.end_of_stream)
         if not keep:
             self._not_empty.clear()
         if self._data < self.capacity:

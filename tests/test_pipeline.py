@@ -79,13 +79,13 @@ class DoneCounting(Source):
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(build_tiny_bundle(tmp_path_factory.mktemp("bundle")))
+def faces():
+    return FacePipeline(CenterFaceDetector(det_max_side=320))
 
 
 @pytest.fixture(scope="module")
-def faces():
-    return FacePipeline(CenterFaceDetector(det_max_side=320))
+def bundle(tmp_path_factory):
+    return load_bundle(build_tiny_bundle(tmp_path_factory.mktemp("bundle")))
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +286,12 @@ async def test_frame_queue_policy():
     q.put_drop_oldest(end_marker("s"))  # control items never count or get evicted
     assert q.put_drop_oldest(fr[2]) is fr[0]
     assert [f.seq for f in await q.get_batch(10)] == [1, -1, 2]
+    # frames of file sources are never evicted by a live source: the live frame is refused instead
+    await q.put(fr[0])
+    await q.put(fr[1])
+    live = Frame("live", 9, 0.0, img)
+    assert q.put_drop_oldest(live) is live
+    assert [f.seq for f in await q.get_batch(10)] == [0, 1]
     # a file source waits for room instead of dropping
     await q.put(fr[0])
     await q.put(fr[1])

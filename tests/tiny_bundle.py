@@ -55,21 +55,22 @@ def _models():
     return frame, embed
 
 
-def real_crops(n_frames: int = 24) -> list[list[np.ndarray]]:
+def real_crops(n_frames: int = 10, face_pipeline=None) -> list[list[np.ndarray]]:
     """Aligned 256 px crops per identity (CenterFace + align_face on packaged real photos)."""
     from detectors import samples
-    from detectors.faces.centerface import CenterFaceDetector
-    from detectors.faces.pipeline import FacePipeline
 
-    fp = FacePipeline(CenterFaceDetector())
+    if face_pipeline is None:
+        from detectors.faces.centerface import CenterFaceDetector
+        from detectors.faces.pipeline import FacePipeline
+
+        face_pipeline = FacePipeline(CenterFaceDetector())
     per_identity: list[list[np.ndarray]] = []
-    ast = [obs[0].crop for obs in fp.process_many(samples.moving_frames(samples.astronaut(), n_frames, (640, 360)))
-           if obs]
-    per_identity.append(ast)
+    frames = samples.moving_frames(samples.astronaut(), n_frames, (480, 270))
+    per_identity.append([obs[0].crop for obs in face_pipeline.process_many(frames) if obs])
     # the group photo: each face is one identity; small pan/zoom gives natural variation
-    group = list(samples.moving_frames(samples.group_photo(), n_frames // 2, (960, 664), zoom=1.05, seed=1))
+    group = list(samples.moving_frames(samples.group_photo(), max(3, n_frames // 3), (960, 664), zoom=1.05, seed=1))
     tracks: dict[int, list[np.ndarray]] = {}
-    for obs in fp.process_many(group):
+    for obs in face_pipeline.process_many(group):
         for o in obs:
             cx = float(o.face.box[0] + o.face.box[2]) / 2
             tracks.setdefault(int(cx // 120), []).append(o.crop)
@@ -77,8 +78,8 @@ def real_crops(n_frames: int = 24) -> list[list[np.ndarray]]:
     return per_identity
 
 
-def build_tiny_bundle(root: str | Path, seed: int = 0) -> Path:
-    """Write the bundle into ``root`` (created) and return the folder."""
+def build_tiny_bundle(root: str | Path, seed: int = 0, face_pipeline=None) -> Path:
+    """Write the bundle into ``root`` (created) and return the folder (``face_pipeline``: reuse one)."""
     import onnxruntime as ort
     from sklearn.mixture import GaussianMixture
 
@@ -95,7 +96,7 @@ def build_tiny_bundle(root: str | Path, seed: int = 0) -> Path:
     _export(embed, tmp / "embed.onnx", "embedding")
 
     norm = Normalisation()
-    ids = real_crops()
+    ids = real_crops(face_pipeline=face_pipeline)
     if not ids or sum(len(v) for v in ids) < 8:
         raise RuntimeError("tiny bundle: too few real face crops found in the packaged photos")
     emb_sess = ort.InferenceSession(str(tmp / "embed.onnx"), providers=["CPUExecutionProvider"])
