@@ -112,6 +112,14 @@ def _stall_fifo(d: Path, stack: contextlib.ExitStack) -> str:
     return str(stack.enter_context(mc.stalling_fifo(d / "pipe.ts", ts[: len(ts) * 7 // 10])))
 
 
+def _size_change(d: Path, _) -> str:
+    small = mc.to_mpegts(mc.encode(d / "a.mp4", mc.face_frames(10, (160, 120))), d / "a.ts").read_bytes()
+    big = mc.to_mpegts(mc.encode(d / "b.mp4", mc.face_frames(10, (320, 240))), d / "b.ts").read_bytes()
+    p = d / "grows.ts"
+    p.write_bytes(small + big)  # concatenated MPEG-TS: the frame size changes mid-stream
+    return str(p)
+
+
 def _8k(d: Path, _) -> str:
     frames = [np.zeros((4320, 7680, 3), np.uint8)] * 3
     return str(mc.encode(d / "8k.mp4", frames, "libx264", options={"preset": "ultrafast"}))
@@ -152,6 +160,8 @@ CASES = [
          check=lambda fr: _expect({f.image.shape for f in fr}, {(360, 640, 3)})),
     Case("8k_rejected_by_limit", _8k, error="resolution 7680x4320 exceeds the limit", kind="resolution",
          settings={"max_width": 4096, "max_height": 4096}),
+    Case("resolution_grows_mid_stream", _size_change, frames=(1, 10), error="resolution 320x240 exceeds the limit",
+         kind="resolution", settings={"max_width": 200, "max_height": 200}),
     Case("gray_ffv1", lambda d, _: str(mc.encode(d / "g.mkv", [f[..., 0] for f in mc.face_frames()], "ffv1",
                                                  "gray", src_format="gray")),
          frames=(10, 10), check=_gray),

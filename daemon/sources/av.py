@@ -354,8 +354,6 @@ class AvSource(Source):
                 f"{self.display_url}: resolution {width}x{height} exceeds the limit "
                 f"{s.max_width}x{s.max_height} / {s.max_pixels} pixels (max_width, max_height, max_pixels)",
             )
-        if width <= 0 or height <= 0:
-            raise SourceError("invalid_data", f"{self.display_url}: video stream has no frame size ({width}x{height})")
 
     def _read(self, session: _Session, post) -> int:
         import av
@@ -369,7 +367,8 @@ class AvSource(Source):
                 raise SourceError("no_video", f"{self.display_url}: no video stream (streams: {', '.join(kinds)})")
             stream = container.streams.video[0]
             cc = stream.codec_context
-            self._check_size(cc.width, cc.height)
+            checked = (cc.width, cc.height)  # may be 0x0 until the first frame (some live streams)
+            self._check_size(*checked)
             try:
                 stream.thread_type = "AUTO"
             except Exception:  # noqa: BLE001 - some decoders refuse frame threading; slice/none is fine
@@ -390,7 +389,7 @@ class AvSource(Source):
                 try:
                     decoded = packet.decode()
                     bad_packets = 0
-                except av.error.InvalidDataError as e:
+                except av.error.FFmpegError as e:  # a damaged packet: skip it, count it
                     bad_packets += 1
                     self.metrics.drop(self.stream_id, "decode_error")
                     if bad_packets >= s.max_decode_errors:
@@ -408,8 +407,9 @@ class AvSource(Source):
                     self._seq += 1
                     self.metrics.frames_received.labels(self._label).inc()
                     self.metrics.stream_last_frame.labels(self._label).set(now_wall)
-                    if frame.width != cc.width or frame.height != cc.height:
-                        self._check_size(frame.width, frame.height)
+                    if (frame.width, frame.height) != checked:  # the size can change mid-stream
+                        checked = (frame.width, frame.height)
+                        self._check_size(*checked)
                     # pts in seconds, continuous across reconnects and loops
                     raw = frame.time
                     if raw is None:
