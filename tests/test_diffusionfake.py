@@ -77,3 +77,16 @@ def test_needs_a_latent_sd_folder(tmp_path):
         train_diffusionfake(_cfg(tmp_path, px), tl.SyntheticPairs(2, 32))
     with pytest.raises(tl.ConfigError, match="diffusion.folder"):
         train_diffusionfake(_cfg(tmp_path, ""), tl.SyntheticPairs(2, 32))
+
+
+def test_empty_prompt_file_is_used(tmp_path):
+    from trainer.diffusion import write_empty_prompt
+
+    sd = build_tiny_sd(tmp_path / "sd")
+    emb = torch.randn(1, 77, 32)
+    write_empty_prompt(sd, emb)
+    fd = load_frozen_diffusion(sd)  # text_condition auto -> the file
+    assert torch.equal(fd.text_embedding, emb)
+    assert float(load_frozen_diffusion(sd, text_condition="zeros").text_embedding.abs().sum()) == 0.0
+    with pytest.raises(DiffusionFolderError, match="transformers|text_encoder"):
+        load_frozen_diffusion(sd, text_condition="encoder")

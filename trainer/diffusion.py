@@ -250,6 +250,27 @@ def _empty_prompt(root: Path, layout: FolderLayout, unet, mode: str, seq_len: in
     return torch.zeros(1, seq_len, dim)
 
 
+def write_empty_prompt(folder: str | Path, embedding: torch.Tensor | None = None) -> Path:
+    """Store the empty-prompt text embedding as ``<folder>/empty_prompt.safetensors`` (read by ``text_condition``
+    auto/file), so machines without ``transformers`` use the real condition. Without ``embedding`` it is
+    computed from the folder's text encoder (needs ``transformers``)."""
+    from safetensors.torch import save_file
+
+    root = Path(folder)
+    if embedding is None:
+        layout = inspect_folder(root)
+        if layout.kind != "latent":
+            raise DiffusionFolderError(f"{root}: not a Stable-Diffusion-style folder")
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(str(root), subfolder="unet", local_files_only=True,
+                                                    low_cpu_mem_usage=False)
+        embedding = _empty_prompt(root, layout, unet, "encoder", 77)
+    out = root / "empty_prompt.safetensors"
+    save_file({"embedding": embedding.detach().float().contiguous().cpu()}, str(out))
+    return out
+
+
 def load_frozen_diffusion(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                           expect: str | None = None, text_condition: str = "auto", seq_len: int = 77,
                           vae_sample: str = "mean") -> FrozenDiffusion:
