@@ -143,7 +143,12 @@ async def test_one_clip_end_to_end(bundle, faces, clip, tmp_path):
     assert set(end.models) == {"frame", "temporal"} and "onnxruntime-cpu" in end.models["frame"]
     crop = Path(end.evidence["crop"])
     assert crop.is_file() and crop.parent.parent == evidence
-    json.loads(end.to_json())
+    # every event matches the published schema
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[1] / "docs/schemas/verdict-event.v1.json").read_text())
+    for e in evs:
+        jsonschema.validate(json.loads(e.to_json()), schema)
 
     # metrics counted along the way
     lbl = {"stream": "cam-1"}
