@@ -1,7 +1,8 @@
-"""A Kafka consumer process for the crash test: ``python -m tests.kafka_worker BOOTSTRAP GROUP FRAMES VERDICTS``.
+"""A Kafka consumer process for the crash tests: ``python -m tests.kafka_worker BOOTSTRAP GROUP FRAMES VERDICTS``.
 
-Runs the real KafkaFrameSource + KafkaVerdictSink around :class:`tests.kafka_harness.MiniPipeline`
-(slowed down by ``--delay`` so it can be killed mid-stream) until SIGKILLed or SIGTERMed. Prints
+Runs the real KafkaFrameSource + KafkaVerdictSink around either :class:`tests.kafka_harness.MiniPipeline`
+(slowed down by ``--delay`` so it can be killed mid-stream) or, with ``--bundle DIR``, the real
+:class:`daemon.app.Daemon` (CenterFace + that bundle), until SIGKILLed or SIGTERMed. Prints
 ``READY`` once partitions are assigned.
 """
 
@@ -28,12 +29,35 @@ async def main(a: argparse.Namespace) -> None:
     )
     m = Metrics()
     sink = KafkaVerdictSink(cfg, m)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if a.bundle:
+        from daemon.app import Daemon
+        from daemon.fusion import FusionConfig
+        from daemon.pipeline import PipelineConfig
+        from daemon.temporal import TemporalConfig
+        from daemon.tracking import TrackerConfig
+        from detectors.bundle import load_bundle
+        from detectors.faces.centerface import CenterFaceDetector
+        from detectors.faces.pipeline import FacePipeline
+
+        pcfg = PipelineConfig(tracker=TrackerConfig(min_hits=2), temporal=TemporalConfig(sample_fps=2.5),
+                              fusion=FusionConfig(update_interval_s=0.2, min_frames=2), threads=1)
+        d = Daemon(pcfg, FacePipeline(CenterFaceDetector(det_max_side=320)), load_bundle(a.bundle), [sink], m)
+        await d.start()
+        src = KafkaFrameSource(cfg, m)
+        src.attach(d)
+        d.add_source(src)
+        while not src.assignment:
+            await asyncio.sleep(0.05)
+        print("READY", flush=True)
+        await stop.wait()
+        await d.shutdown(drain=True, timeout_s=20)
+        return
     await sink.start()
     pipe = MiniPipeline([sink], capacity=4, delay_s=a.delay)
     pipe.start()
     src = KafkaFrameSource(cfg, m, daemon=pipe)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     task = asyncio.create_task(src.run(pipe.emit))
     while not src.assignment:
         await asyncio.sleep(0.05)
@@ -50,5 +74,6 @@ if __name__ == "__main__":
     for n in ("bootstrap", "group", "frames", "verdicts"):
         ap.add_argument(n)
     ap.add_argument("--delay", type=float, default=0.05)
+    ap.add_argument("--bundle", default=None, help="run the real Daemon with this bundle")
     asyncio.run(main(ap.parse_args()))
     sys.exit(0)

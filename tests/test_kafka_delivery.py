@@ -1,7 +1,9 @@
 """Kafka source + sink against a real Kafka-protocol broker (Tansu), with a pipeline-less harness.
 
 Frames in, verdicts out; dead letters; stale frames; backpressure; a consumer SIGKILLed
-mid-stream; broker restart. The end-to-end run through the real Daemon is in test_kafka_daemon.py.
+mid-stream (exact verdict ids, as the harness's verdicts are one per frame); transactional mode
+refused without broker support; the CLI tools. The real Daemon runs in test_kafka_daemon.py and
+test_kafka_recovery.py (SIGKILL and broker restart).
 """
 
 from __future__ import annotations
@@ -259,32 +261,45 @@ async def test_consumer_killed_mid_stream_no_verdict_missing(broker):
     assert all(per_stream[s] == list(range(n)) for s in streams)
 
 
-async def test_broker_restart_reconnects_and_resumes(broker):
-    """Stop and restart the broker (memory storage: it comes back empty); the consumer resumes."""
-    cfg = _cfg(broker.bootstrap, "restart", state_topic=None, request_timeout_ms=5000, retry_backoff_ms=100)
-    topic = cfg.frames_topics[0]
-    await create_topics(broker.bootstrap, {topic: 1})
-    p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-    await p.start()
-    await produce_frames(p, topic, "before", _frames(8), end_of_stream=False)
-    await p.stop()
-    async with harness(cfg) as (src, pipe, extra, m):
-        await _wait(lambda: len(extra.events) >= 8 and src.outstanding == 0, 60, "verdicts before the restart")
-        await asyncio.sleep(0.6)
-        committed_before = await _committed(broker.bootstrap, cfg.group_id, topic, 1)
-        done_before = [(e.stream_id, e.seq_last) for e in extra.events]
-        broker.restart(down_s=1.0)
-        await create_topics(broker.bootstrap, {topic: 1})
-        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+async def test_transactional_mode_refused_clearly_without_broker_support(broker):
+    """Tansu 0.6 (memory) grants no producer ids: transactional mode must fail at start, clearly."""
+    from daemon.sinks.kafka import KafkaTransactions, broker_supports_idempotence
+
+    cfg = _cfg(broker.bootstrap, "txn", transactional=True, transactional_id="fw-test-txn")
+    assert await broker_supports_idempotence(cfg) is False
+    sink = KafkaVerdictSink(cfg, Metrics(), KafkaTransactions(cfg))
+    with pytest.raises(RuntimeError, match="transactions"):
+        await sink.start()
+
+
+def test_cli_produce_and_verdicts_tools(broker, sample_clip, capsys):
+    """The ``produce`` and ``verdicts`` subcommands against the broker (sync: they run their own loop)."""
+    import argparse
+
+    from daemon.kafka import tools
+
+    rc = tools.main(["produce", str(sample_clip), "--topic", "cli.frames", "--stream-id", "cli-cam",
+                     "--bootstrap", broker.bootstrap, "--max-frames", "5", "--content-type", "image/webp"])
+    assert rc == 0
+    recs = asyncio.run(read_topic(broker.bootstrap, "cli.frames", until=lambda r: len(r) >= 6))
+    decoded = [contract.decode(r.key, r.value, r.headers) for r in recs]
+    assert [f.seq for f in decoded[:5]] == list(range(5)) and decoded[0].image.shape == (360, 640, 3)
+    assert decoded[5] == contract.EndOfStream("cli-cam", 4)
+
+    async def put_verdicts():
+        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await p.start()
-        try:
-            await produce_frames(p, topic, "after", _frames(6), end_of_stream=True)
-        finally:
-            await p.stop()
-        await _wait(lambda: sum(1 for e in extra.events if e.stream_id == "after") >= 7, 120,
-                    "verdicts after the restart")
-    assert committed_before[0] == 8
-    # every frame committed before the restart had produced its verdict
-    assert sorted(s for st, s in done_before if st == "before") == list(range(8))
-    after = sorted(e.seq_last for e in extra.events if e.stream_id == "after" and e.event == "update")
-    assert after == list(range(6))
+        for i in range(3):
+            await p.send_and_wait("cli.verdicts", json.dumps({"id": f"e{i}"}).encode(), key=b"cli-cam")
+        await p.stop()
+
+    asyncio.run(put_verdicts())
+    capsys.readouterr()
+    assert tools.main(["verdicts", "--topic", "cli.verdicts", "--bootstrap", broker.bootstrap,
+                       "--from-beginning", "--max", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ["e0", "e1", "e2"]
+    ap = argparse.ArgumentParser()
+    tools.add_parsers(ap.add_subparsers(dest="cmd"))
+    assert ap.parse_args(["verdicts", "--topic", "t"]).func is tools._cmd_verdicts
+    assert tools.main(["produce", "/nonexistent.mp4", "--topic", "t", "--stream-id", "s"]) == 2
