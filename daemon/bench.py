@@ -305,8 +305,14 @@ async def run_pipeline(cfg, clip: Path, n: int, fps: float | None, seconds: floa
     stages = {k: v for k, v in stages.items() if v[0] is not None}
     drops = {r: int(d1[r] - d0[r]) for r in d1 if d1[r] - d0[r] > 0}
     name = (f"pipeline live ({n} streams @ {fps:g} fps)" if live else f"pipeline max ({n} file streams, every frame)")
+    info = {}
+    for metric in reg.collect():
+        if metric.name == "fakewatch_bundle":
+            for smp in metric.samples:
+                info = smp.labels
+    note = ", ".join(f"{k} {info[k]}" for k in ("bundle", "frame_runtime", "embed_runtime", "faces") if k in info)
     return PhaseResult(name, elapsed, int(f1 - f0), int(c1 - c0), rss.peak / 2**20, stages, drops,
-                       note=f"runtime {cfg.bundle.runtime}")
+                       note=note or f"runtime {cfg.bundle.runtime}")
 
 
 def _reasons():
@@ -319,29 +325,29 @@ def _reasons():
 
 
 def print_report(results: list[PhaseResult], n: int, fps: float, console=None) -> dict[str, Any]:
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:
+        from daemon.cli import _console
+
+        console = _console()
     t = Table(title="fakewatch bench")
-    t.add_column("run")
-    t.add_column("analysed frames/s", justify="right")
-    t.add_column("faces/s", justify="right")
+    t.add_column("")
+    for r in results:
+        t.add_column(r.name, justify="right")
     stage_names = sorted({s for r in results for s in r.stages}, key=_stage_order)
-    for s in stage_names:
-        t.add_column(f"{s} p50/p95 ms", justify="right")
-    t.add_column("peak RSS MB", justify="right")
-    t.add_column("drops", justify="left")
 
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.1f}"
 
-    for r in results:
-        t.add_row(
-            r.name, f"{r.fps:.1f}", f"{r.faces_per_s:.1f}",
-            *[f"{ms(r.stages[s][0])}/{ms(r.stages[s][1])}" if s in r.stages else "-" for s in stage_names],
-            f"{r.peak_rss_mb:.0f}", ", ".join(f"{k}={v}" for k, v in sorted(r.drops.items())) or "-",
-        )
+    t.add_row("analysed frames/s", *[f"{r.fps:.1f}" for r in results])
+    t.add_row("faces/s", *[f"{r.faces_per_s:.1f}" for r in results])
+    for s in stage_names:
+        t.add_row(f"{s} p50 / p95 ms", *[f"{ms(r.stages[s][0])} / {ms(r.stages[s][1])}" if s in r.stages else "-"
+                                          for r in results])
+    t.add_row("peak RSS MB", *[f"{r.peak_rss_mb:.0f}" for r in results])
+    t.add_row("frames dropped", *[", ".join(f"{k}={v}" for k, v in sorted(r.drops.items())) or "0" for r in results])
+    t.add_row("measured s", *[f"{r.seconds:.1f}" for r in results])
     console.print(t)
     summary: dict[str, Any] = {"results": [asdict(r) | {"fps": r.fps, "faces_per_s": r.faces_per_s} for r in results]}
     by = {r.name.split(" (")[0]: r for r in results}
