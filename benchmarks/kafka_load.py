@@ -108,7 +108,6 @@ async def run_file(cfg, clip: Path, args) -> dict:
 
 
 async def run_kafka(cfg, clip: Path, args) -> dict:
-    import numpy as np  # noqa: F401
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from daemon.cli import build_daemon

@@ -43,7 +43,7 @@ from daemon.kafka.config import KafkaConfig
 from daemon.kafka.state import StateStore
 from daemon.metrics import Metrics
 from daemon.sources.base import Emit, Source
-from daemon.types import Frame, StreamState, end_marker
+from daemon.types import StreamState, end_marker
 
 log = logging.getLogger("fakewatch.kafka")
 
