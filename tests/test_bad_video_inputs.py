@@ -120,9 +120,14 @@ def _size_change(d: Path, _) -> str:
     return str(p)
 
 
+_8K: list[Path] = []  # encoded once per session (pytest keeps tmp dirs), used by two cases
+
+
 def _8k(d: Path, _) -> str:
-    frames = [np.zeros((4320, 7680, 3), np.uint8)] * 3
-    return str(mc.encode(d / "8k.mp4", frames, "libx264", options={"preset": "ultrafast"}))
+    if not _8K or not _8K[0].is_file():
+        frames = [np.zeros((4320, 7680, 3), np.uint8)] * 3
+        _8K[:] = [mc.encode(d / "8k.mp4", frames, "libx264", options={"preset": "ultrafast"})]
+    return str(_8K[0])
 
 
 CASES = [
