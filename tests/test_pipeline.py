@@ -306,3 +306,26 @@ async def test_frame_queue_policy():
     assert [f.seq for f in await q.get_batch(1)] == [0]
     await asyncio.wait_for(waiter, 1)
     assert len(q) == 2
+
+
+async def test_shutdown_without_drain_marks_every_frame_done(bundle, faces, clip):
+    metrics, sink = Metrics(), CollectSink()
+    d = Daemon(_cfg(intake_queue=4), faces, bundle, [sink], metrics)
+    await d.start()
+    src = DoneCounting(AvSource("cam", str(clip), metrics, AvSourceSettings(analysis_fps=25.0)))
+    d.add_source(src)
+    for _ in range(600):  # until the pipeline is busy with this stream
+        if _value(metrics, "fakewatch_frames_analysed_total", {"stream": "cam"}) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    await d.shutdown(drain=False, timeout_s=5.0)
+    assert not d.ready()
+    assert src.emitted and len(src.emitted) < 100  # stopped early
+    # whatever happened to them (analysed, or dropped at shutdown), every frame was done once
+    assert set(src.done_calls) >= set(src.emitted)
+    assert all(n == 1 for n in src.done_calls.values())
+    # frames refused after shutdown are done and reported as dropped
+    late = []
+    assert await d._emit(Frame("cam", 999, 99.0, np.zeros((8, 8, 3), np.uint8), on_done=lambda: late.append(1)),
+                         live=False) is False
+    assert late == [1]
