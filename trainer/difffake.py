@@ -321,6 +321,9 @@ def train_difffake(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Da
             log.warning("no tracks for the DiffFake GMM (dataset has no crop items); stage 2 skipped")
             return ck
         tracks = list(tracks_from_items(items).values())
+    if not tracks:
+        log.warning("no real track with >= 2 frames for the DiffFake GMM (one image per video?); stage 2 skipped")
+        return ck
     if val_tracks is None and val_dataset is not None and getattr(val_dataset, "items", None) is not None:
         val_tracks = list(tracks_from_items(val_dataset.items).values())
     embedder = load_embedder(ck)
