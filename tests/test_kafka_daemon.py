@@ -58,8 +58,13 @@ def broker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(build_tiny_bundle(tmp_path_factory.mktemp("bundle")))
+def bundle_dir(tmp_path_factory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir):
+    return load_bundle(bundle_dir)
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +202,44 @@ async def test_two_daemons_split_streams_and_hand_over_state(broker, bundle, fac
     b_tracks = {e.track_id for e in cb.events}
     assert b_tracks & continued, "B's events are not on the tracks A started (state not carried over)"
     assert not any(e.event == "start" and e.track_id in continued for e in cb.events), "a restored track restarted"
+
+
+async def test_config_and_cli_runner_wire_kafka_source_and_sink(broker, bundle_dir, clip):
+    """``kafka:`` section + ``sinks.kafka: true`` through the CLI runner (config -> source + sink)."""
+    from daemon.cli import run_daemon
+    from daemon.config import validate_config
+
+    name = "cfg"
+    cfg = validate_config({
+        "bundle": {"path": str(bundle_dir)},
+        "faces": {"det_max_side": 320},
+        "http": {"enabled": False},
+        "sinks": {"stdout": None, "kafka": True},
+        "kafka": {
+            "bootstrap_servers": [broker.bootstrap], "frames_topics": [f"{name}.frames"], "group_id": f"{name}.g",
+            "verdict_topic": f"{name}.verdicts", "state_topic": f"{name}.state", "dead_letter_topic": None,
+            "auto_offset_reset": "earliest", "freshness_budget_s": None, "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000, "commit_interval_s": 0.2,
+        },
+    })
+    assert isinstance(cfg.kafka, KafkaConfig)
+    await create_topics(broker.bootstrap, {f"{name}.frames": 1})
+    frames = list(iter_video(clip))[:10]
+    p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await p.start()
+    await produce_frames(p, f"{name}.frames", "cli-stream", iter(frames), end_of_stream=True)
+    await p.stop()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(run_daemon(cfg, stop=stop, serve_http=False))
+    try:
+        recs = await read_topic(
+            broker.bootstrap, f"{name}.verdicts", timeout_s=120,
+            until=lambda r: any(json.loads(x.value)["event"] == "end" for x in r),
+        )
+    finally:
+        stop.set()
+        result = await asyncio.wait_for(runner, 60)
+    events = [json.loads(r.value) for r in recs]
+    assert {e["stream_id"] for e in events} == {"cli-stream"}
+    assert any(e["event"] == "end" for e in events)
+    assert not result.failed
