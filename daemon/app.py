@@ -79,6 +79,7 @@ class Daemon:
         self._accepting = False
         self._stopped = False
         self._analyse_depth = 0
+        self._owner: dict[int, StreamContext] = {}  # id(frame) -> its stream's context, while in flight
 
     # ------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -317,8 +318,11 @@ class Daemon:
         ctx = self._ctx(frame.stream_id)
         ctx.frame_in()
         original = frame.on_done
+        key = id(frame)
+        self._owner[key] = ctx
 
         def on_done() -> None:
+            self._owner.pop(key, None)
             ctx.frame_out()
             if original is not None:
                 original()
@@ -363,7 +367,11 @@ class Daemon:
                 while pending:  # hand over in arrival order (end markers after their stream's frames)
                     f = pending[0]
                     if f.end_of_stream or id(f) in results:
-                        ctx = self._streams.get(f.stream_id) or self._ctx(f.stream_id)
+                        ctx = self._streams.get(f.stream_id)
+                        if ctx is None or self._owner.get(id(f)) is not ctx:
+                            self._drop(f, "revoked")  # its stream was forgotten meanwhile
+                            pending.pop(0)
+                            continue
                         await ctx.queue.put((f, results.get(id(f))))
                         self._analyse_depth += 1
                         self.metrics.queue_depth.labels("analyse").set(self._analyse_depth)
