@@ -186,11 +186,13 @@ async def run_daemon(
     serve_http: bool = True,
     on_ready: Callable[[Any], None] | None = None,
     until_sources_end: bool = True,
+    linger: Callable[[], Any] | None = None,
 ) -> RunResult:
     """Build the daemon from a validated :class:`daemon.config.DaemonConfig` and run it.
 
     Returns when every source ended (``until_sources_end``) or when ``stop`` is set; then shuts
-    down gracefully (drain, flush sinks) within ``cfg.shutdown_timeout_s``.
+    down gracefully (drain, flush sinks) within ``cfg.shutdown_timeout_s``. ``linger`` (an async
+    callable) runs after the shutdown while /metrics is still served (``demo --keep``).
     """
     from daemon.metrics import Metrics
     from daemon.server import MetricsServer
@@ -239,6 +241,8 @@ async def run_daemon(
                 from daemon.sinks.factory import close_sinks
 
                 await close_sinks(sinks)
+            if linger is not None and started:
+                await linger()
             if server is not None:
                 await server.stop()
             if sources_task is not None and not sources_task.done():
@@ -458,14 +462,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from daemon import demo
     from daemon.config import ConfigError
     from daemon.logging import setup_logging
 
     setup_logging("warning", "text")
     console = _console()
+    try:  # check the bundle before spending time on the clips
+        scan_config([], args.bundle)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return EXIT_CONFIG
     faces = build_face_pipeline(None)
     detector = getattr(faces, "detector", faces)
     console.print("[bold]fakewatch demo[/]: building the sample clip and its face-swapped twin (cached) ...")
@@ -482,28 +489,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for item, why in errors.items():
         _err(f"{item}: {why}")
     collect = CollectSink()
-    stop = None
 
     def ready(server) -> None:
         if server is not None:
             console.print(f"  metrics: {server.url}/metrics  (health: /healthz, readiness: /readyz)")
 
     async def main() -> RunResult:
-        nonlocal stop
         stop = asyncio.Event()
         SignalStop(stop).install(asyncio.get_running_loop())
-        res = await run_daemon(cfg, extra_sinks=[collect], stop=stop, on_ready=ready)
-        print_identity_table(collect.events, title="fakewatch demo: real.mp4 vs swapped.mp4", console=console)
-        if args.keep and not stop.is_set():
-            from daemon.metrics import Metrics
-            from daemon.server import MetricsServer
 
-            console.print(f"--keep: serving /healthz on http://127.0.0.1:{args.port} until Ctrl-C")
-            srv = MetricsServer(Metrics(), lambda: True, "127.0.0.1", args.port)
-            await srv.start()
-            await stop.wait()
-            await srv.stop()
-        return res
+        async def keep() -> None:
+            print_identity_table(collect.events, title="fakewatch demo: real.mp4 vs swapped.mp4", console=console)
+            if args.keep and not stop.is_set():
+                console.print("--keep: the scan is done; still serving the metrics until Ctrl-C")
+                await stop.wait()
+
+        return await run_daemon(cfg, extra_sinks=[collect], stop=stop, on_ready=ready, linger=keep)
 
     try:
         result = asyncio.run(main())
@@ -511,7 +512,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _err(_one_line(e))
         return EXIT_FAILED
     for sid, why in result.failed.items():
-        _err(f"{ids.get(sid, sid)}: {why}")
+        _input_error(ids.get(sid, sid), why)
     return EXIT_OK if not result.failed else EXIT_FAILED
 
 
