@@ -91,7 +91,16 @@ def test_nms_suppresses_overlaps():
     assert keep.tolist() == [0, 2]
 
 
-def test_centerface_bad_arguments():
+def test_centerface_bad_arguments(tmp_path):
+    bad = tmp_path / "centerface.onnx"
+    bad.write_bytes(b"not an onnx file" * 8)
+    with pytest.raises(RuntimeError, match="cannot load CenterFace model"):
+        CenterFaceDetector(onnx_path=bad)
+    from tests.onnx_models import make_arcface
+
+    other = make_arcface(tmp_path / "other.onnx")
+    with pytest.raises(RuntimeError, match="not a CenterFace graph"):
+        CenterFaceDetector(onnx_path=other)
     with pytest.raises(ValueError, match="det_max_side"):
         CenterFaceDetector(det_max_side=8)
     with pytest.raises(RuntimeError, match="not found"):

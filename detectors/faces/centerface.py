@@ -174,10 +174,10 @@ class CenterFaceDetector:
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(load_fixed_model(self.path), sess_options=so, providers=providers)
-        except RuntimeError:
-            raise
         except Exception as e:  # onnx/onnxruntime raise their own exception types
-            raise RuntimeError(f"{self.path}: cannot load CenterFace model ({e})") from e
+            if isinstance(e, RuntimeError) and str(e).startswith(str(self.path)):
+                raise
+            raise RuntimeError(f"{self.path}: cannot load CenterFace model ({type(e).__name__}: {e})") from e
         self.device = device
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
