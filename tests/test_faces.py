@@ -219,3 +219,14 @@ def test_faces_config_is_strict():
         FacesConfig(backend="mtcnn")
     with pytest.raises(ValidationError):
         FacesConfig(crop_scale=0.9)
+
+
+def test_cuda_request_without_cuda_provider_runs_on_cpu(caplog):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    d = CenterFaceDetector(det_max_side=320, device="cuda")
+    assert d.session.get_providers() == ["CPUExecutionProvider"]
+    assert "using CPU" in caplog.text
+    assert len(d.detect(samples.astronaut())) == 1

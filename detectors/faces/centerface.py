@@ -21,6 +21,7 @@ halves inference time (machine-notes §2a). The batch/spatial dimensions are mad
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,8 @@ import cv2
 import numpy as np
 
 from detectors.faces.types import Face
+
+log = logging.getLogger(__name__)
 
 # Landmark order of CenterFace: left eye, right eye, nose, left mouth corner, right mouth corner
 # (image-left first), the same order as the ArcFace template; checked on a real photo in
@@ -132,7 +135,7 @@ class CenterFaceDetector:
 
     ``det_max_side``: long side of the network input (frames larger than this are downscaled);
     ``threshold``: heatmap score threshold; ``nms_iou``: NMS IoU threshold;
-    ``device``: "cpu" or "cuda" (CUDA provider first, CPU fallback); ``threads``: ORT intra-op
+    ``device``: "cpu" or "cuda" (CUDA provider first when onnxruntime has it, else CPU with a warning); ``threads``: ORT intra-op
     threads (None: ORT's default).
     """
 
@@ -169,9 +172,10 @@ class CenterFaceDetector:
             so.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider")
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            else:
+                log.warning("centerface: device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider; using CPU")
         try:
             self.session = ort.InferenceSession(load_fixed_model(self.path), sess_options=so, providers=providers)
         except Exception as e:  # onnx/onnxruntime raise their own exception types

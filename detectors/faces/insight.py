@@ -43,15 +43,16 @@ class FacePackError(RuntimeError):
 
 
 def providers_for(device: str) -> list[str]:
-    """Explicit ONNX Runtime providers for ``device`` ("cpu" or "cuda")."""
+    """Explicit ONNX Runtime providers for ``device`` ("cpu" or "cuda"; CUDA falls back to CPU with a warning)."""
     import onnxruntime as ort
 
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise FacePackError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        log.warning("insightface: device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider; using CPU")
+        return ["CPUExecutionProvider"]
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
 
