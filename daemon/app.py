@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.batcher import BatcherClosed, MicroBatcher
+from daemon.batcher import MicroBatcher
 from daemon.events import VerdictEvent
 from daemon.fusion import Observation, StreamFusion
 from daemon.metrics import Metrics
@@ -605,4 +605,4 @@ class Daemon:
                 m.alerts.labels(ctx.label, kind).inc()
 
 
-__all__ = ["BatcherClosed", "Daemon", "PipelineConfig", "StreamFusion"]
+__all__ = ["Daemon", "PipelineConfig"]
