@@ -417,7 +417,20 @@ def validate_config(data: dict[str, Any], source: str = "config", check_paths: b
     try:
         return DaemonConfig.model_validate(data, context={"check_paths": check_paths})
     except ValidationError as e:
-        raise ConfigError(_dedupe([_format_error(err) for err in e.errors()]), source) from None
+        problems = [_format_error(err) for err in e.errors()]
+        # the streams validator does not run when a stream itself is invalid: report duplicates anyway
+        dup = _duplicate_ids(data.get("streams") if isinstance(data, dict) else None)
+        msg = f"streams: duplicate stream id(s): {', '.join(dup)}"
+        if dup and msg not in problems:
+            problems.insert(0, msg)
+        raise ConfigError(_dedupe(problems), source) from None
+
+
+def _duplicate_ids(streams: Any) -> list[str]:
+    if not isinstance(streams, list):
+        return []
+    ids = [s.get("id") for s in streams if isinstance(s, dict) and isinstance(s.get("id"), str)]
+    return sorted({i for i in ids if ids.count(i) > 1})
 
 
 def _dedupe(items: list[str]) -> list[str]:

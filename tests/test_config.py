@@ -237,3 +237,37 @@ def test_docs_list_every_key_of_the_service_sections():
     others = ("streams[].source.", "stream_defaults.", "faces.", "pipeline.", "kafka.")
     missing = [k for k, *_ in reference_rows() if not k.startswith(others) and f"`{k}`" not in doc]
     assert missing == []
+
+
+def test_logs_are_one_json_line_with_credentials_redacted():
+    import io
+    import json
+    import logging
+
+    from daemon.logging import setup_logging
+
+    buf = io.StringIO()
+    handler = setup_logging("info", "json", stream=buf)
+    try:
+        log = logging.getLogger("fakewatch.test")
+        log.info("opening %s", "rtsp://admin:hunter2@127.0.0.1/cam?token=abc123&x=1",
+                 extra={"headers": {"Authorization": "Bearer zzz"}, "stream": "cam1"})
+        log.warning("multi\nline")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2
+    rec = json.loads(lines[0])
+    assert rec["level"] == "info" and rec["logger"] == "fakewatch.test" and rec["stream"] == "cam1"
+    assert rec["msg"] == "opening rtsp://admin:***@127.0.0.1/cam?token=***&x=1"
+    assert rec["headers"] == {"Authorization": "***"}
+    assert "hunter2" not in buf.getvalue() and "abc123" not in buf.getvalue() and "zzz" not in buf.getvalue()
+    assert json.loads(lines[1])["msg"] == "multi\nline"
+
+
+def test_duplicate_ids_reported_beside_other_stream_errors(tmp_path):
+    p = write(tmp_path, "streams:\n  - {id: a, url: 'rtsp://127.0.0.1/a'}\n  - {id: a, url: 'ftp://127.0.0.1/b'}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p, env={}, check_paths=False)
+    assert problems(ei)[0] == "streams: duplicate stream id(s): a"
+    assert problems(ei)[1].startswith("streams.1.url: unsupported url scheme 'ftp'")
