@@ -360,6 +360,10 @@ def print_report(results: list[PhaseResult], n: int, fps: float, console=None) -
         summary["speedup"] = ratio
         console.print(f"speed-up of the pipeline over the naive baseline: [bold]{ratio:.2f}x[/] analysed frames/s "
                       f"({best.fps:.1f} vs {base.fps:.1f})")
+        if "stand-in" in base.note:
+            summary["comparable"] = False
+            console.print("[yellow]note: the bundle's backbone is not a timm model, so the baseline ran a stand-in "
+                          "architecture: the ratio compares different models[/]")
     if live:
         target = n * fps
         keeps_up = live.fps >= 0.95 * target and not {k for k in live.drops if k not in ("sampled_out",)}
