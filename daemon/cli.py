@@ -342,6 +342,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sid, why in result.failed.items():
         log.error("stream failed", extra={"stream": sid, "reason": why})
     log.info("stopped", extra={"interrupted": result.interrupted})
+    if result.sources and len(result.failed) == len(result.sources) and not result.interrupted:
+        return EXIT_FAILED  # every input failed: nothing was watched
     return EXIT_OK
 
 
