@@ -312,7 +312,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.logging import setup_logging
 
     try:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, args.set + ([f"sinks.stdout.format={args.format}"] if args.format else []))
     except ConfigError as e:
         print(str(e), file=sys.stderr, flush=True)
         return EXIT_CONFIG
@@ -586,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon from a config file")
     r.add_argument("-c", "--config", required=True, help="YAML config file (see docs/configuration.md)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. pipeline.max_batch=16")
+    r.add_argument("--format", choices=("json", "pretty"), help="stdout sink format (same as --set sinks.stdout.format=...)")
     r.add_argument("--dry-run", action="store_true", help="validate, print the resolved config (secrets redacted), exit 0/2")
     r.set_defaults(func=cmd_run)
 
