@@ -418,7 +418,8 @@ def cmd_export(a: argparse.Namespace) -> dict[str, Any]:
     _, size = _model_geometry(cfg)
     kind = "embed" if method == "difffake" else "frame"
     model = _difffake_embedder(model) if method == "difffake" else model
-    info = export_model(model, a.out, size, kind=kind, fp16=not a.no_fp16, tol=a.tol)
+    info = export_model(model, a.out, size, kind=kind, fp16=not a.no_fp16, tol=a.tol,
+                        dynamo=a.exporter == "dynamo")
     return {"method": method, **info}
 
 
@@ -476,7 +477,8 @@ def cmd_bundle(a: argparse.Namespace) -> dict[str, Any]:
         if method == "difffake":
             raise UsageError(f"{a.frame}: a DiffFake checkpoint was given as --frame (use --difffake)")
         backbone, size = _model_geometry(cfg)
-        info = ex.export_model(model, work / "frame", size, kind="frame", fp16=not a.no_fp16, tol=a.tol)
+        info = ex.export_model(model, work / "frame", size, kind="frame", fp16=not a.no_fp16, tol=a.tol,
+                               dynamo=a.exporter == "dynamo")
         spec = FrameModelSpec(method=method, backbone=backbone, input_size=size, version=a.version)
         metrics["frame_export"] = info
         provenance["frame"] = {"checkpoint": str(a.frame), "sha256": sha256_file(Path(a.frame)),
@@ -485,7 +487,8 @@ def cmd_bundle(a: argparse.Namespace) -> dict[str, Any]:
     if a.difffake:
         method, cfg, model = load_checkpoint_model(a.difffake)
         backbone, size = _model_geometry(cfg)
-        info = ex.export_model(_difffake_embedder(model), work / "embed", size, kind="embed", fp16=False, tol=a.tol)
+        info = ex.export_model(_difffake_embedder(model), work / "embed", size, kind="embed", fp16=False, tol=a.tol,
+                               dynamo=a.exporter == "dynamo")
         spec = TemporalModelSpec(method="difffake", backbone=backbone, input_size=size, version=a.version)
         g = cfg.get("gmm") if isinstance(cfg.get("gmm"), dict) else {}
         if g.get("differential") is False:
@@ -596,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--no-fp16", action="store_true")
     sp.add_argument("--tol", type=float, default=1e-4, help="max abs error vs PyTorch (fp32)")
+    sp.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
+                    help="torch.onnx exporter (dynamo falls back to torchscript on failure)")
 
     sp = sub.add_parser("bundle", help="assemble a bundle from a frame checkpoint and/or a DiffFake checkpoint")
     sp.add_argument("--out", required=True)
@@ -609,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--version", default="0")
     sp.add_argument("--no-fp16", action="store_true")
     sp.add_argument("--tol", type=float, default=1e-4)
+    sp.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo")
     sp.add_argument("--batch", type=int, default=32)
     sp.add_argument("--seed", type=int, default=0)
     return p

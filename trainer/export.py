@@ -197,13 +197,17 @@ def export_model(
     tol: float = FP32_TOL,
     fp16_tol: float | None = FP16_TOL,
     batch_sizes: tuple[int, ...] = (1, 3, 8),
+    dynamo: bool = True,
 ) -> dict[str, Any]:
-    """Export + parity (+ FP16 variant and its parity). ``kind``: ``frame`` (logit) or ``embed`` (embedding)."""
+    """Export + parity (+ FP16 variant and its parity). ``kind``: ``frame`` (logit) or ``embed`` (embedding).
+
+    ``dynamo=False`` uses the TorchScript exporter directly (about 10x faster for tiny test models).
+    """
     if kind not in ("frame", "embed"):
         raise ExportError(f"unknown export kind {kind!r} (expected frame or embed)")
     out_dir = Path(out_dir)
     name, output = ("frame", "logit") if kind == "frame" else ("embed", "embedding")
-    info = export_onnx(model, out_dir / f"{name}.onnx", input_size, output)
+    info = export_onnx(model, out_dir / f"{name}.onnx", input_size, output, dynamo=dynamo)
     info["max_abs_err"] = parity(model, info["path"], input_size, batch_sizes, tol)
     if fp16:
         p16 = fp16_variant(info["path"], out_dir / f"{name}.fp16.onnx")

@@ -1,0 +1,149 @@
+"""fakewatch-train end to end on generated crops: prepare -> fit (ANL, DiffFake) -> bundle -> eval, plus bad input.
+
+Training steps run in-process (one torch import); the console entry point itself runs through
+subprocess for --help and for eval.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from detectors import samples
+from detectors.bundle import load_bundle
+from trainer.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _make_dataset(root: Path) -> None:
+    """Generic layout: real/<video>/<frame>.png and fake/swap/<video>/<frame>.png (fakes are brighter)."""
+    base = cv2.resize(samples.astronaut(), (64, 64), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    for side, n in (("real", 6), ("fake/swap", 4)):
+        for v in range(n):
+            d = root / side / f"vid{v}"
+            d.mkdir(parents=True)
+            for f in range(5):
+                img = base.astype(int) + rng.integers(-20, 20, base.shape) + (50 if side != "real" else 0)
+                cv2.imwrite(str(d / f"{f:03d}.png"), cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    runs = tmp / "runs"
+    _make_dataset(tmp / "gen")
+    prep = tmp / "prep"
+    assert main(["--runs", str(runs), "prepare", "--dataset", "generic", "--root", str(tmp / "gen"), "--out", str(prep),
+                 "--crops-given", "--frames", "5"]) == 0
+    assert main(["--runs", str(runs), "fit", "--method", "anl", "--config", "trainer/configs/anl.tiny.yaml",
+                 "--data", str(prep), "--set", "anl.regulariser=off", "--set", "train.steps=2"]) == 0
+    assert main(["--runs", str(runs), "fit", "--method", "difffake", "--config", "trainer/configs/difffake.tiny.yaml",
+                 "--data", str(prep), "--set", "train.steps=2"]) == 0
+    anl_ck = next(runs.glob("anl-*/fit/checkpoint.pt"))
+    dfk_ck = next(runs.glob("difffake-*/fit/checkpoint.pt"))
+    bundle = tmp / "bundle"
+    assert main(["--runs", str(runs), "bundle", "--out", str(bundle), "--frame", str(anl_ck), "--difffake", str(dfk_ck),
+                 "--calib-data", str(prep), "--calib-split", "", "--target-fpr", "0.2", "--name", "cli-test", "--exporter", "torchscript"]) == 0
+    return tmp, runs, prep, bundle
+
+
+def test_help_lists_every_command():
+    r = _cli("--help")
+    assert r.returncode == 0
+    for cmd in ("prepare", "prior", "fit", "eval", "export", "bundle"):
+        assert cmd in r.stdout
+
+
+def test_run_folders(pipeline):
+    _, runs, prep, _ = pipeline
+    assert (prep / "manifest.jsonl").is_file()
+    rows = [json.loads(x) for x in (prep / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 50 and {r["label"] for r in rows} == {0, 1}
+    for kind in ("prepare", "anl", "difffake", "bundle"):
+        run = next(runs.glob(f"{kind}-*"))
+        for f in ("config.yaml", "log.txt", "metrics.json"):
+            assert (run / f).is_file(), (kind, f)
+    anl = next(runs.glob("anl-*"))
+    import yaml
+
+    resolved = yaml.safe_load((anl / "config.yaml").read_text())
+    assert resolved["anl"]["regulariser"] in (False, "off") and resolved["train"]["steps"] == 2  # --set applied
+    assert json.loads((anl / "metrics.json").read_text())["output"].endswith("checkpoint.pt")
+    assert (next(runs.glob("difffake-*")) / "fit" / "gmm.npz").is_file()
+
+
+def test_bundle_manifest(pipeline):
+    _, _, _, bundle = pipeline
+    b = load_bundle(bundle)
+    m = b.manifest
+    assert m.name == "cli-test"
+    assert m.frame.method == "anl" and m.frame.input_size == 32 and m.frame.fp16_file == "frame.fp16.onnx"
+    assert 0.0 < m.frame.threshold < 1.0
+    assert m.temporal.method == "difffake" and m.temporal.combination == "sq"
+    assert m.temporal.loglik_real_std > 0
+    assert m.metrics["frame_export"]["max_abs_err"] <= 1e-4
+    assert m.metrics["temporal_calibration"]["n_videos"] == 6
+    assert m.provenance["frame"]["sha256"] and "torch" in m.versions
+
+
+def test_eval_through_console_entry(pipeline):
+    tmp, runs, prep, bundle = pipeline
+    out = tmp / "eval"
+    r = _cli("--runs", str(runs), "eval", "--bundle", str(bundle), "--data", str(prep), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((out / "metrics_all.json").read_text())
+    assert {r["model"] for r in rows} == {"frame", "temporal"}
+    for r_ in rows:
+        assert r_["n_videos"] == 10 and 0.0 <= r_["video_auc"] <= 1.0
+    md = (out / "metrics.md").read_text()
+    assert "binarised_auc" in md and "| gen |" in md
+    assert (out / "frame" / "gen" / "roc_gen.png").is_file() and (out / "temporal" / "gen" / "hist_gen.png").is_file()
+
+
+def test_export_command(pipeline, tmp_path):
+    _, runs, _, _ = pipeline
+    ck = next(runs.glob("anl-*/fit/checkpoint.pt"))
+    assert main(["--runs", str(runs), "export", "--checkpoint", str(ck), "--out", str(tmp_path / "x"), "--no-fp16",
+                 "--exporter", "torchscript"]) == 0
+    assert (tmp_path / "x" / "frame.onnx").is_file() and not (tmp_path / "x" / "frame.fp16.onnx").exists()
+
+
+def test_bad_input_exits_2_naming_the_file(pipeline, tmp_path, capsys):
+    tmp, runs, prep, bundle = pipeline
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for f in bundle.iterdir():
+        if f.is_file():
+            (corrupt / f.name).write_bytes(f.read_bytes())
+    with open(corrupt / "embed.onnx", "ab") as fh:
+        fh.write(b"tampered")
+    assert main(["--runs", str(runs), "eval", "--bundle", str(corrupt), "--data", str(prep)]) == 2
+    err = capsys.readouterr().err
+    assert "embed.onnx" in err and "sha256" in err and "Traceback" not in err
+
+    cases = [
+        (["eval", "--bundle", str(bundle), "--data", str(tmp_path)], "manifest.jsonl"),
+        (["prepare", "--dataset", "generic", "--root", str(tmp_path), "--out", str(tmp_path / "p")], str(tmp_path)),
+        (["prepare", "--dataset", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "p")], "unknown dataset"),
+        (["fit", "--method", "anl", "--set", "train.no_such_key=1"], "no_such_key"),
+        (["export", "--checkpoint", str(prep / "manifest.jsonl"), "--out", str(tmp_path / "e")], "manifest.jsonl"),
+        (["bundle", "--out", str(tmp_path / "b")], "--frame"),
+    ]
+    for argv, needle in cases:
+        capsys.readouterr()
+        assert main(["--runs", str(runs), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err, (argv, err)
