@@ -211,3 +211,23 @@ def test_demo_runs_on_real_and_swapped_clips(fakewatch_bin, bundle, tmp_path):
     assert streams == {"real", "swapped"}
     table = [line for line in p.stdout.splitlines() if line.startswith("│")]
     assert {line.split("│")[1].strip() for line in table} == {"real", "swapped"}
+
+
+def test_bench_histogram_quantile_between_snapshots():
+    from daemon.bench import histogram_buckets, histogram_quantile
+    from daemon.metrics import Metrics
+
+    m = Metrics()
+    h = m.stage_latency.labels("detect")
+    h.observe(0.3)  # before the first snapshot: must not count
+    before = histogram_buckets(m.registry, "fakewatch_stage_latency_seconds", {"stage": "detect"})
+    for _ in range(90):
+        h.observe(0.007)  # bucket (0.005, 0.01]
+    for _ in range(10):
+        h.observe(0.07)  # bucket (0.05, 0.1]
+    after = histogram_buckets(m.registry, "fakewatch_stage_latency_seconds", {"stage": "detect"})
+    p50 = histogram_quantile(0.5, before, after)
+    p95 = histogram_quantile(0.95, before, after)
+    assert 0.005 < p50 <= 0.01
+    assert 0.05 < p95 <= 0.1
+    assert histogram_quantile(0.5, after, after) is None  # nothing observed in between
