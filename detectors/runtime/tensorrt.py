@@ -155,7 +155,7 @@ def build_engine(
     if network.num_inputs != 1:
         raise RuntimeError_(f"{onnx_path}: expected one input, TensorRT sees {network.num_inputs}")
     inp = network.get_input(0)
-    chw = tuple(int(d) for d in inp.shape[1:])
+    chw = tuple(int(inp.shape[i]) for i in range(1, len(inp.shape)))  # trt.Dims: index, don't slice
     if any(d < 0 for d in chw):
         raise RuntimeError_(f"{onnx_path}: only the batch axis may be dynamic, input shape is {tuple(inp.shape)}")
 
@@ -239,7 +239,7 @@ class TensorRTRuntime(Runtime):
             self._out_dtype = dt[self.engine.get_tensor_dtype(self.output_name)]
         except KeyError as e:
             raise RuntimeError_(f"{source}: unsupported IO tensor type {e}") from e
-        _, _, mx = self.engine.get_tensor_profile_shape(self.input_name, 0)
+        _, _, mx = self.engine.get_tensor_profile_shape(self.input_name, 0)  # min, opt, max of profile 0
         self.max_batch = int(mx[0])
 
     @classmethod
