@@ -303,3 +303,36 @@ def test_cli_produce_and_verdicts_tools(broker, sample_clip, capsys):
     tools.add_parsers(ap.add_subparsers(dest="cmd"))
     assert ap.parse_args(["verdicts", "--topic", "t"]).func is tools._cmd_verdicts
     assert tools.main(["produce", "/nonexistent.mp4", "--topic", "t", "--stream-id", "s"]) == 2
+
+
+async def test_source_waits_for_a_broker_that_is_not_up_yet(tmp_path):
+    """Started before any broker listens: the source retries (``reconnecting``), then consumes."""
+    from tests.kafka_broker import TansuBroker, free_port, tansu_binary
+
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("tansu binary not found")
+    late = TansuBroker(binary, free_port(), tmp_path / "late.log")
+    cfg = _cfg(late.bootstrap, "late", state_topic=None, dead_letter_topic=None)
+    m = Metrics()
+    sink = ListSink()
+    pipe = MiniPipeline([sink])
+    pipe.start()
+    src = KafkaFrameSource(cfg, m, daemon=pipe)
+    task = asyncio.create_task(src.run(pipe.emit))
+    try:
+        await _wait(lambda: src.state.value == "reconnecting", 30, "the reconnecting state")
+        await asyncio.to_thread(late._spawn, 20.0)
+        await create_topics(late.bootstrap, {cfg.frames_topics[0]: 1})
+        p = AIOKafkaProducer(bootstrap_servers=late.bootstrap, acks="all")
+        await p.start()
+        await produce_frames(p, cfg.frames_topics[0], "late-cam", _frames(4), end_of_stream=False)
+        await p.stop()
+        await _wait(lambda: len(sink.events) >= 4, 60, "verdicts from the late broker")
+        assert src.state.value == "running"
+    finally:
+        await src.stop()
+        await asyncio.wait_for(task, 60)
+        await pipe.stop()
+        late.stop()
+    assert sorted(e.seq_last for e in sink.events) == [0, 1, 2, 3]

@@ -160,7 +160,8 @@ class KafkaFrameSource(Source):
         self._loop_thread = threading.get_ident()
         dispatcher: asyncio.Task | None = None
         try:
-            await self._start_clients()
+            if not await self._start_with_retry():
+                return  # stopped before the broker answered
             self._set_state(StreamState.RUNNING, f"group {self.cfg.group_id}, topics {','.join(self.cfg.frames_topics)}")
             dispatcher = asyncio.create_task(self._dispatch(emit), name="kafka-dispatch")
             await self._poll_loop(dispatcher)
@@ -182,6 +183,23 @@ class KafkaFrameSource(Source):
             except Exception:  # noqa: BLE001
                 pass
             self._stopped.set()
+
+    async def _start_with_retry(self) -> bool:
+        """Start the clients; while the brokers are unreachable, retry with backoff (``reconnecting``)."""
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._start_clients()
+                return True
+            except (KafkaError, OSError) as e:
+                await self._close_clients()
+                self._set_state(StreamState.RECONNECTING, f"cannot reach the brokers ({type(e).__name__})")
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                except asyncio.TimeoutError:
+                    pass
+                backoff = min(10.0, backoff * 2)
+        return False
 
     async def _start_clients(self) -> None:
         cfg = self.cfg
@@ -207,8 +225,9 @@ class KafkaFrameSource(Source):
             isolation_level="read_committed" if cfg.transactional else "read_uncommitted",
             **cfg.common_kwargs(),
         )
-        self._consumer.subscribe(cfg.frames_topics, listener=_Listener(self))
         await self._consumer.start()
+        # subscribe after start: start() would otherwise wait for the first assignment (unstoppable)
+        self._consumer.subscribe(cfg.frames_topics, listener=_Listener(self))
 
     async def _poll_loop(self, dispatcher: asyncio.Task) -> None:
         c = self._consumer
@@ -479,6 +498,16 @@ class KafkaFrameSource(Source):
                 await self._release(parts, "stop")
             except Exception as e:  # noqa: BLE001
                 log.warning("kafka stop: release failed (%s)", type(e).__name__)
+        await self._close_clients()
+        if self.txn is not None:
+            try:
+                await self.txn.close()
+            except Exception as e:  # noqa: BLE001
+                log.warning("kafka stop: closing the transaction failed (%s)", type(e).__name__)
+        self.metrics.kafka_assigned.set(0)
+        self.metrics.kafka_paused.set(0)
+
+    async def _close_clients(self) -> None:
         for name, closer in (("consumer", self._consumer), ("state", self._state), ("dlq", self._dlq)):
             if closer is None:
                 continue
@@ -487,13 +516,6 @@ class KafkaFrameSource(Source):
             except Exception as e:  # noqa: BLE001
                 log.warning("kafka stop: closing the %s client failed (%s)", name, type(e).__name__)
         self._consumer = self._state = self._dlq = None
-        if self.txn is not None:
-            try:
-                await self.txn.close()
-            except Exception as e:  # noqa: BLE001
-                log.warning("kafka stop: closing the transaction failed (%s)", type(e).__name__)
-        self.metrics.kafka_assigned.set(0)
-        self.metrics.kafka_paused.set(0)
 
 
 def build_kafka_source(cfg: KafkaConfig, metrics: Metrics | None = None) -> KafkaFrameSource:
