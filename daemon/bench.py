@@ -393,7 +393,7 @@ def main(args: argparse.Namespace) -> int:
     from daemon.logging import setup_logging
     from detectors.bundle import BundleError, load_bundle
 
-    setup_logging("warning", "text")
+    setup_logging("error", "text")  # looping live streams "reconnect" at every end of the clip: not news here
     if args.streams < 1 or args.fps <= 0 or args.seconds <= 0:
         _err("--streams, --fps and --seconds must be positive")
         return 2
