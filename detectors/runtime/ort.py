@@ -28,6 +28,9 @@ class OrtRuntime(Runtime):
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
+        # Several sessions (detector, frame model, embedder) share few cores: busy-waiting worker
+        # threads would steal CPU from each other, so let idle ORT threads sleep.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Always pass providers explicitly: ORT may list e.g. AzureExecutionProvider first.
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
