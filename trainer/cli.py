@@ -353,36 +353,21 @@ def cmd_prior(a: argparse.Namespace, cfg: dict[str, Any], run: Run) -> dict[str,
     return {"prior": str(folder)}
 
 
-def _pair_datasets(method: str, cfg: dict[str, Any], data: str, val_frac: float):
-    from detectors.bundle import Normalisation
-    from trainer.torchdata import PseudoFakePairs, split_by_identity
-
-    reals = [it for it in _load_items(data, None) if it.label == 0]
-    if not reals:
-        raise UsageError(f"{Path(data) / 'manifest.jsonl'}: no real crops to train on")
-    splits = {it.split for it in reals}
-    if "train" in splits:
-        train = [it for it in reals if it.split == "train"]
-        val = [it for it in reals if it.split == "val"]
-    else:
-        parts = split_by_identity(reals, val_frac=val_frac, test_frac=0.0, seed=int(cfg.get("seed", 0)))
-        train, val = parts["train"], parts["val"]
-    size = int(cfg["model"]["image_size"])
-    kind = "difffake" if method == "difffake" else "sbi"
-    seed = int(cfg.get("seed", 0))
-    mk = lambda its, s: PseudoFakePairs(its, size=size, normalisation=Normalisation(), seed=s, kind=kind)  # noqa: E731
-    log.info("pseudo-fake pairs (%s): %d train, %d val crops", kind, len(train), len(val))
-    return mk(train, seed), (mk(val, seed + 1) if val else None)
-
-
 def cmd_fit(a: argparse.Namespace, cfg: dict[str, Any], run: Run) -> dict[str, Any]:
     fn = _train_fn(a.method)
     cfg["out_dir"] = str(run.path)
     cfg["run_name"] = "fit"
-    if a.data:
-        ds, val = _pair_datasets(a.method, cfg, a.data, a.val_frac)
-        if val is None and "data" in cfg:
-            cfg["data"]["val"] = False
+    data = cfg.get("data") or {}
+    if data.get("crops"):
+        # Build the datasets here, exactly as the methods do by default, and pass them in: DiffFake's
+        # stage 2 (GMM fit + calibration) needs the dataset's crop items, which it only sees this way.
+        from trainer import train_loop as tl
+
+        size, seed = int(cfg["model"]["image_size"]), int(cfg.get("seed", 0))
+        ds = tl.build_pair_dataset(data, "train", size, seed)
+        val = tl.build_pair_dataset(data, "val", size, seed) if data.get("val", False) else None
+        log.info("pseudo-fake pairs (%s) from %s: %d train crops%s", data.get("kind", "sbi"), data["crops"], len(ds),
+                 f", {len(val)} val crops" if val is not None else "")
         out = fn(cfg, ds, val)
     else:
         out = fn(cfg)
@@ -578,10 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("fit", help="train a method (trainer/configs/<method>.yaml)")
     sp.add_argument("--method", required=True, choices=METHODS)
     cfg_args(sp)
-    sp.add_argument("--data", help="prepared-crops folder; its real crops make pseudo-fake pairs "
-                    "(otherwise the config's data block is used)")
-    sp.add_argument("--val-frac", type=float, default=0.1, help="identity-disjoint validation fraction "
-                    "when the manifest has no train/val split")
+    sp.add_argument("--data", help="prepared-crops folder (sets data.crops); its real crops make the "
+                    "pseudo-fake pairs, split by the manifest or identity-disjoint (data.val_fraction)")
 
     sp = sub.add_parser("eval", help="evaluate a bundle on prepared test data: tables and plots")
     sp.add_argument("--bundle", required=True)
@@ -650,6 +633,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             method = "prior" if args.command == "prior" else args.method
             cfg = tl.load_config(method, args.config, args.set)
             tl.seed_everything(int(cfg.get("seed", 0)))
+            if args.command == "fit":
+                cfg["out_dir"], cfg["run_name"] = "<run folder>", "fit"  # set below; recorded for clarity
+                if args.data:
+                    manifest = Path(args.data) / "manifest.jsonl"
+                    if not manifest.is_file():
+                        raise UsageError(f"{manifest}: missing (expected a folder written by 'fakewatch-train prepare')")
+                    cfg.setdefault("data", {})["crops"] = str(args.data)
             run = Run(args.runs, method, {"command": args.command, **cfg})
             result = (cmd_prior if args.command == "prior" else cmd_fit)(args, cfg, run)
         else:
