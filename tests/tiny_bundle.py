@@ -78,8 +78,28 @@ def real_crops(n_frames: int = 10, face_pipeline=None) -> list[list[np.ndarray]]
     return per_identity
 
 
+_BUILT: dict[int, Path] = {}
+
+
 def build_tiny_bundle(root: str | Path, seed: int = 0, face_pipeline=None) -> Path:
-    """Write the bundle into ``root`` (created) and return the folder (``face_pipeline``: reuse one)."""
+    """Write the bundle into ``root`` (created) and return the folder (``face_pipeline``: reuse one).
+
+    Built once per seed and test process; later calls copy that bundle (identical files), which
+    keeps the suite fast while every test still gets its own folder.
+    """
+    import shutil
+
+    done = _BUILT.get(seed)
+    if done is not None and (done / "manifest.json").is_file():
+        root = Path(root)
+        shutil.copytree(done, root, dirs_exist_ok=True)
+        return root
+    out = _build_tiny_bundle(root, seed, face_pipeline)
+    _BUILT[seed] = Path(out)
+    return Path(out)
+
+
+def _build_tiny_bundle(root: str | Path, seed: int = 0, face_pipeline=None) -> Path:
     import onnxruntime as ort
     from sklearn.mixture import GaussianMixture
 
