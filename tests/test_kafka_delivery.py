@@ -336,3 +336,28 @@ async def test_source_waits_for_a_broker_that_is_not_up_yet(tmp_path):
         await pipe.stop()
         late.stop()
     assert sorted(e.seq_last for e in sink.events) == [0, 1, 2, 3]
+
+
+async def test_credentials_never_in_logs_or_metrics(broker, caplog):
+    """A SASL source (Tansu runs without authentication here) logs and exports no secret."""
+    import logging
+
+    from prometheus_client import generate_latest
+
+    secret = "s3cr3t-Pa55w0rd"
+    cfg = _cfg(broker.bootstrap, "sasl", state_topic=None, dead_letter_topic=None, request_timeout_ms=5000,
+               security={"protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_username": "svc",
+                         "sasl_password": secret})
+    m = Metrics()
+    pipe = MiniPipeline([ListSink()])
+    pipe.start()
+    src = KafkaFrameSource(cfg, m, daemon=pipe)
+    caplog.set_level(logging.DEBUG)
+    task = asyncio.create_task(src.run(pipe.emit))
+    await asyncio.sleep(4.0)
+    await src.stop()
+    await asyncio.wait_for(task, 60)
+    await pipe.stop()
+    text = caplog.text + repr(cfg) + cfg.model_dump_json() + (src.last_error or "")
+    assert secret not in text and secret not in generate_latest(m.registry).decode()
+    assert len(caplog.records) > 0  # the source did log (state changes at least)
