@@ -52,6 +52,12 @@ def pipeline(tmp_path_factory):
                  "--data", str(prep), "--set", "anl.regulariser=off", "--set", "train.steps=2"]) == 0
     assert main(["--runs", str(runs), "fit", "--method", "difffake", "--config", "trainer/configs/difffake.tiny.yaml",
                  "--data", str(prep), "--set", "train.steps=2"]) == 0
+    # the pixel prior, then one ANL step with the regulariser on (frozen prior as the diffusion model)
+    assert main(["--runs", str(runs), "prior", "--config", "trainer/configs/prior.tiny.yaml", "--data", str(prep),
+                 "--set", "train.steps=2"]) == 0
+    prior = next(runs.glob("prior-*/prior"))
+    assert main(["--runs", str(tmp / "runs-reg"), "fit", "--method", "anl", "--config", "trainer/configs/anl.tiny.yaml",
+                 "--data", str(prep), "--set", f"diffusion.folder={prior}", "--set", "train.steps=1"]) == 0
     anl_ck = next(runs.glob("anl-*/fit/checkpoint.pt"))
     dfk_ck = next(runs.glob("difffake-*/fit/checkpoint.pt"))
     bundle = tmp / "bundle"
@@ -83,6 +89,12 @@ def test_run_folders(pipeline):
     assert resolved["anl"]["regulariser"] in (False, "off") and resolved["train"]["steps"] == 2  # --set applied
     assert json.loads((anl / "metrics.json").read_text())["output"].endswith("checkpoint.pt")
     assert (next(runs.glob("difffake-*")) / "fit" / "gmm.npz").is_file()
+    assert (next(runs.glob("prior-*")) / "prior" / "unet").is_dir()
+    reg = next((runs.parent / "runs-reg").glob("anl-*"))
+    import yaml
+
+    assert yaml.safe_load((reg / "config.yaml").read_text())["anl"]["regulariser"] in ("on", True)
+    assert (reg / "fit" / "checkpoint.pt").is_file()
 
 
 def test_bundle_manifest(pipeline):

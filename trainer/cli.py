@@ -348,6 +348,7 @@ def cmd_prior(a: argparse.Namespace, cfg: dict[str, Any], run: Run) -> dict[str,
 
     cfg["out_dir"] = str(run.path / "prior")
     if a.images:
+        cfg.setdefault("data", {}).setdefault("image_dirs", [])
         cfg["data"]["image_dirs"] = list(cfg["data"].get("image_dirs") or []) + list(a.images)
     folder = train_prior(cfg)
     return {"prior": str(folder)}
@@ -558,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("prior", help="train the pixel DDPM face prior (trainer/configs/prior.yaml)")
     cfg_args(sp)
+    sp.add_argument("--data", help="prepared-crops folder (sets data.crops; its real crops are used)")
     sp.add_argument("--images", action="append", help="folder of real face crops (appended to data.image_dirs)")
 
     sp = sub.add_parser("fit", help="train a method (trainer/configs/<method>.yaml)")
@@ -635,11 +637,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             tl.seed_everything(int(cfg.get("seed", 0)))
             if args.command == "fit":
                 cfg["out_dir"], cfg["run_name"] = "<run folder>", "fit"  # set below; recorded for clarity
-                if args.data:
-                    manifest = Path(args.data) / "manifest.jsonl"
-                    if not manifest.is_file():
-                        raise UsageError(f"{manifest}: missing (expected a folder written by 'fakewatch-train prepare')")
-                    cfg.setdefault("data", {})["crops"] = str(args.data)
+            if args.data:
+                manifest = Path(args.data) / "manifest.jsonl"
+                if not manifest.is_file():
+                    raise UsageError(f"{manifest}: missing (expected a folder written by 'fakewatch-train prepare')")
+                cfg.setdefault("data", {})["crops"] = str(args.data)
             run = Run(args.runs, method, {"command": args.command, **cfg})
             result = (cmd_prior if args.command == "prior" else cmd_fit)(args, cfg, run)
         else:
