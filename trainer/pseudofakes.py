@@ -336,6 +336,30 @@ def _check(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return lm
 
 
+@dataclass
+class PseudoFake:
+    """Everything one pseudo-fake is made of (uint8 RGB images of the crop's size).
+
+    real / fake: the pair as returned by :func:`make_pseudo_fake` / :func:`blend_faces` (post-blend
+    augmented when ``cfg.post_augment``). mask: float32 (H, W) final blend mask in [0, 1].
+    source / target: the two images blended into the fake, *before* post-blend augmentation
+    (``fake_clean = mask * source + (1 - mask) * target``): SBI = the transformed, affine-jittered copy and
+    the (possibly colour-transformed) frame; cross-identity blend = the donor face as warped onto the
+    target (colour-matched, jittered) and the target crop. fake_clean: the un-augmented fake. The real's
+    un-augmented version is ``target``. These are DiffusionFake's reconstruction images (methods.md §3.2).
+    """
+
+    real: np.ndarray
+    fake: np.ndarray
+    mask: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
+    fake_clean: np.ndarray
+
+    def triple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.real, self.fake, self.mask
+
+
 def make_pseudo_fake(crop: np.ndarray, landmarks68: np.ndarray, rng: np.random.Generator,
                      cfg: PseudoFakeConfig | None = None, kind: Kind = "sbi",
                      mask_type: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -343,8 +367,16 @@ def make_pseudo_fake(crop: np.ndarray, landmarks68: np.ndarray, rng: np.random.G
 
     Returns ``(real, fake, mask)``: uint8 (H, W, 3) real (the target, possibly colour-transformed),
     uint8 fake, float32 (H, W) final blend mask in [0, 1]. ``mask_type`` forces a mask (one of
-    :data:`MASK_TYPES`) instead of drawing it for ``kind``.
+    :data:`MASK_TYPES`) instead of drawing it for ``kind``. :func:`make_pseudo_fake_parts` (same draws,
+    same output) also gives the source and target images.
     """
+    return make_pseudo_fake_parts(crop, landmarks68, rng, cfg, kind, mask_type).triple()
+
+
+def make_pseudo_fake_parts(crop: np.ndarray, landmarks68: np.ndarray, rng: np.random.Generator,
+                           cfg: PseudoFakeConfig | None = None, kind: Kind = "sbi",
+                           mask_type: str | None = None) -> PseudoFake:
+    """:func:`make_pseudo_fake` returning a :class:`PseudoFake` (with source / target / fake_clean)."""
     cfg = cfg or PseudoFakeConfig()
     lm = _check(crop, landmarks68)
     mt = mask_type or choose_mask_type(kind, rng, cfg)
@@ -359,11 +391,11 @@ def make_pseudo_fake(crop: np.ndarray, landmarks68: np.ndarray, rng: np.random.G
     source, hull = random_affine(source, hull, rng, cfg)
     hull = elastic(hull, rng, cfg.elastic_alpha, cfg.elastic_sigma)
     mask = blend_mask(hull, rng, cfg)
-    fake = blend(source, target, mask)
-    real = target
+    fake_clean = blend(source, target, mask)
+    real, fake = target, fake_clean
     if cfg.post_augment:
         real, fake = post_augment(real, fake, rng, cfg)
-    return real, fake, mask.astype(np.float32)
+    return PseudoFake(real, fake, mask.astype(np.float32), source, target, fake_clean)
 
 
 def color_transfer(source: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -390,8 +422,16 @@ def blend_faces(target_crop: np.ndarray, source_crop: np.ndarray, landmarks68: n
     The mask comes from the target's ``landmarks68`` (hull type drawn as for SBI), with the same
     jitter, elastic deformation and dynamic blend as :func:`make_pseudo_fake`; the source is
     colour-matched to the target inside the mask when ``cfg.color_transfer``.
-    Returns ``(real, fake, mask)`` with real = target_crop (post-augmented like the fake if enabled).
+    Returns ``(real, fake, mask)`` with real = target_crop (post-augmented like the fake if enabled);
+    :func:`blend_faces_parts` (same draws, same output) also gives the source and target images.
     """
+    return blend_faces_parts(target_crop, source_crop, landmarks68, rng, cfg, source_landmarks68, mask_type).triple()
+
+
+def blend_faces_parts(target_crop: np.ndarray, source_crop: np.ndarray, landmarks68: np.ndarray,
+                      rng: np.random.Generator, cfg: PseudoFakeConfig | None = None,
+                      source_landmarks68: np.ndarray | None = None, mask_type: str | None = None) -> PseudoFake:
+    """:func:`blend_faces` returning a :class:`PseudoFake` (source = the donor face as blended in)."""
     cfg = cfg or PseudoFakeConfig()
     lm = _check(target_crop, landmarks68)
     if source_crop.shape != target_crop.shape or source_crop.dtype != np.uint8:
@@ -410,8 +450,8 @@ def blend_faces(target_crop: np.ndarray, source_crop: np.ndarray, landmarks68: n
     source, hull = random_affine(source, hull, rng, cfg)
     hull = elastic(hull, rng, cfg.elastic_alpha, cfg.elastic_sigma)
     mask = blend_mask(hull, rng, cfg)
-    fake = blend(source, target_crop, mask)
-    real = target_crop.copy()
+    fake_clean = blend(source, target_crop, mask)
+    real, fake = target_crop.copy(), fake_clean
     if cfg.post_augment:
         real, fake = post_augment(real, fake, rng, cfg)
-    return real, fake, mask.astype(np.float32)
+    return PseudoFake(real, fake, mask.astype(np.float32), source, target_crop.copy(), fake_clean)

@@ -3,6 +3,9 @@
 - :class:`PseudoFakePairs`: real crops -> ``(real, fake)`` tensor pairs made on the fly
   (SBI / DiffFake / cross-identity blends, :mod:`trainer.pseudofakes`); use
   :func:`collate_pairs` so a batch is half real (label 0), half fake (label 1) (methods.md §5.6).
+  With ``branches=True`` an item is a dict that also holds DiffusionFake's reconstruction images
+  (``source``, ``target``, ``real_clean``, ``fake_clean``; un-augmented, [-1, 1]); with
+  ``augment`` (:class:`DetectorAugment`) only the detector inputs ``real`` / ``fake`` are augmented.
 - :class:`LabeledCrops`: crops with their dataset label, for evaluation (``items[i].video_uid``
   groups frames into videos).
 - :func:`split_by_identity`: identity-disjoint train/val/test split.
@@ -13,7 +16,9 @@ of DataLoader workers; call :meth:`PseudoFakePairs.set_epoch` each epoch for fre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
@@ -24,7 +29,7 @@ from torch.utils.data import Dataset
 
 from detectors.bundle import Normalisation
 from trainer.landmarks import Landmarker, TemplateLandmarker, build_landmarker
-from trainer.pseudofakes import PseudoFakeConfig, blend_faces, make_pseudo_fake
+from trainer.pseudofakes import PseudoFake, PseudoFakeConfig, blend_faces_parts, make_pseudo_fake_parts
 
 PairKind = Literal["sbi", "difffake", "blend", "mix"]
 
@@ -79,12 +84,119 @@ def load_crop(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def to_tensor(img: np.ndarray, size: int, norm: Normalisation) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> normalised float32 (3, size, size)."""
+def resize_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> (size, size, 3) (INTER_AREA down, cubic up; unchanged when already that size)."""
     if img.shape[0] != size or img.shape[1] != size:
         interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
         img = cv2.resize(img, (size, size), interpolation=interp)
-    return torch.from_numpy(norm.apply(img[None])[0])
+    return img
+
+
+def to_tensor(img: np.ndarray, size: int, norm: Normalisation) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> normalised float32 (3, size, size)."""
+    return torch.from_numpy(norm.apply(resize_crop(img, size)[None])[0])
+
+
+# ------------------------------------------------------------------------------------------------ #
+# detector-input augmentation (DiffusionFake, methods.md §3.2)
+
+
+@dataclass
+class AugmentConfig:
+    """DiffusionFake's train augmentation of the detector input (released albumentations pipeline, §3.2).
+
+    Applied to the resized crop, in this order: horizontal flip (p ``p_hflip``), rotation by
+    U(-``rotate_limit``, +``rotate_limit``) degrees (p ``p_rotate``, reflected border), RandomResizedCrop
+    back to the same size with area scale ``rrc_scale`` and aspect ``rrc_ratio`` (p ``p_rrc``), a second
+    horizontal flip (p ``p_hflip2``), grayscale (p ``p_gray``), Gaussian noise with variance
+    U(``noise_var``) in uint8 units (p ``p_noise``; albumentations' default 10-50).
+    """
+
+    p_hflip: float = 0.5
+    p_rotate: float = 0.5
+    rotate_limit: float = 30.0
+    p_rrc: float = 0.5
+    rrc_scale: tuple[float, float] = (0.5, 1.0)
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    p_hflip2: float = 0.5
+    p_gray: float = 0.1
+    p_noise: float = 0.1
+    noise_var: tuple[float, float] = (10.0, 50.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DetectorAugment:
+    """Randomised cv2/numpy augmentation of one uint8 RGB image (see :class:`AugmentConfig`).
+
+    All randomness comes from the ``numpy.random.Generator`` passed to :meth:`__call__`, so datasets
+    keep their ``(seed, epoch, index)`` determinism. Output has the input's shape and dtype.
+    """
+
+    def __init__(self, cfg: AugmentConfig | dict | None = None) -> None:
+        if isinstance(cfg, dict):
+            unknown = set(cfg) - set(AugmentConfig.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f"unknown augmentation keys {sorted(unknown)} (known: {sorted(AugmentConfig.__dataclass_fields__)})")
+            cfg = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+        self.cfg = cfg or AugmentConfig()
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> DetectorAugment | None:
+        """Config value -> augmenter: false/None/"none" -> None; true/"diffusionfake" -> defaults; dict -> overrides."""
+        if spec is None or spec is False or (isinstance(spec, str) and spec.lower() in ("none", "off", "")):
+            return None
+        if spec is True or (isinstance(spec, str) and spec.lower() == "diffusionfake"):
+            return cls()
+        if isinstance(spec, dict):
+            return cls(spec)
+        if isinstance(spec, (AugmentConfig, DetectorAugment)):
+            return spec if isinstance(spec, DetectorAugment) else cls(spec)
+        raise ValueError(f"augment must be false, true, 'diffusionfake' or a mapping of AugmentConfig keys, got {spec!r}")
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.cfg
+        h, w = img.shape[:2]
+        if rng.random() < c.p_hflip:
+            img = img[:, ::-1]
+        if rng.random() < c.p_rotate:
+            ang = rng.uniform(-c.rotate_limit, c.rotate_limit)
+            m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), ang, 1.0)
+            img = cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT_101)
+        if rng.random() < c.p_rrc:
+            img = self._random_resized_crop(img, rng)
+        if rng.random() < c.p_hflip2:
+            img = img[:, ::-1]
+        if rng.random() < c.p_gray:
+            g = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+            img = np.repeat(g[..., None], 3, axis=2)
+        if rng.random() < c.p_noise:
+            std = math.sqrt(rng.uniform(*c.noise_var))
+            img = np.clip(img.astype(np.float32) + rng.normal(0.0, std, img.shape).astype(np.float32), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(img)
+
+    def _random_resized_crop(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """torchvision's RandomResizedCrop sampling (10 tries, then the central crop), resized back to (H, W)."""
+        c = self.cfg
+        h, w = img.shape[:2]
+        area = h * w
+        log_r = (math.log(c.rrc_ratio[0]), math.log(c.rrc_ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*c.rrc_scale)
+            ar = math.exp(rng.uniform(*log_r))
+            cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
+            if 0 < cw <= w and 0 < ch <= h:
+                y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+                break
+        else:
+            cw, ch, y0, x0 = w, h, 0, 0
+        crop = np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw])
+        return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+RECON_NORM = Normalisation()  # reconstruction images are always [-1, 1] (x / 127.5 - 1), whatever the detector's
 
 
 class PseudoFakePairs(Dataset):
@@ -95,12 +207,22 @@ class PseudoFakePairs(Dataset):
     kind: ``"sbi"`` | ``"difffake"`` | ``"blend"`` (cross-identity, source = a random crop of
     another identity) | ``"mix"`` (draws per item with ``mix_weights`` over sbi/difffake/blend).
     landmarker: a :class:`~trainer.landmarks.Landmarker` or its name (built lazily in each worker).
+    branches: items become dicts ``{"real", "fake", "source", "target", "real_clean", "fake_clean"}``:
+    ``real`` / ``fake`` are the detector inputs; the rest are DiffusionFake's reconstruction images
+    (methods.md §3.2), resized to ``size``, in [-1, 1], never augmented: ``source`` / ``target`` = the two
+    images blended into the fake (:class:`~trainer.pseudofakes.PseudoFake`), ``real_clean`` = the real
+    before augmentation (= ``target``), ``fake_clean`` = the fake before augmentation (for the
+    weight targets of §3.5).
+    augment: detector-input augmentation (:meth:`DetectorAugment.from_spec`: None/False = off, the
+    default; True = DiffusionFake's §3.2 recipe; a dict overrides :class:`AugmentConfig` keys), drawn
+    independently for real and fake, applied after resizing, never to the reconstruction images.
     """
 
     def __init__(self, crop_paths: Sequence[CropItem | str | Path], size: int = 256,
                  normalisation: Normalisation | None = None, cfg: PseudoFakeConfig | None = None, seed: int = 0,
                  landmarker: Landmarker | str = "template", kind: PairKind = "sbi",
-                 mix_weights: dict[str, float] | None = None) -> None:
+                 mix_weights: dict[str, float] | None = None, branches: bool = False,
+                 augment: Any = None) -> None:
         self.items = [_as_item(p) for p in crop_paths]
         if not self.items:
             raise ValueError("PseudoFakePairs: no crops given")
@@ -112,11 +234,22 @@ class PseudoFakePairs(Dataset):
         self.seed = int(seed)
         self.kind = kind
         self.mix_weights = mix_weights or {"sbi": 0.5, "difffake": 0.4, "blend": 0.1}
+        self.branches = bool(branches)
+        self.augment = DetectorAugment.from_spec(augment)
         self._landmarker_spec = landmarker
         self._landmarker: Landmarker | None = None if isinstance(landmarker, str) else landmarker
         self.epoch = 0
         ids = [it.identity or it.video_uid for it in self.items]
         self._ids = np.asarray(ids, dtype=object)
+
+    def with_options(self, *, branches: bool | None = None, augment: Any = "keep") -> PseudoFakePairs:
+        """A shallow copy with ``branches`` and/or ``augment`` changed (same crops, seed and pseudo-fakes)."""
+        other = copy.copy(self)
+        if branches is not None:
+            other.branches = bool(branches)
+        if not (isinstance(augment, str) and augment == "keep"):
+            other.augment = DetectorAugment.from_spec(augment)
+        return other
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -139,8 +272,16 @@ class PseudoFakePairs(Dataset):
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
+    def augment_rng(self, index: int) -> np.random.Generator:
+        """Separate stream for the detector augmentation (turning it on does not change the pseudo-fakes)."""
+        return np.random.default_rng([self.seed, self.epoch, int(index), 1])
+
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(real, fake, mask)`` as uint8 crops + float mask (before resizing / normalising)."""
+        return self.sample_parts(index).triple()
+
+    def sample_parts(self, index: int) -> PseudoFake:
+        """The full :class:`~trainer.pseudofakes.PseudoFake` of item ``index`` (crop size, uint8)."""
         rng = self.rng(index)
         it = self.items[index]
         crop = load_crop(it.path)
@@ -157,19 +298,31 @@ class PseudoFakePairs(Dataset):
                 src = load_crop(self.items[j].path)
                 if src.shape != crop.shape:
                     src = cv2.resize(src, crop.shape[1::-1], interpolation=cv2.INTER_AREA)
-                return blend_faces(crop, src, lm, rng, self.cfg, source_landmarks68=self._landmarks(self.items[j], src))
+                return blend_faces_parts(crop, src, lm, rng, self.cfg,
+                                         source_landmarks68=self._landmarks(self.items[j], src))
             kind = "sbi"  # a single identity: fall back to self-blending
-        return make_pseudo_fake(crop, lm, rng, self.cfg, kind=kind)
+        return make_pseudo_fake_parts(crop, lm, rng, self.cfg, kind=kind)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        real, fake, _ = self.sample(index)
-        return to_tensor(real, self.size, self.norm), to_tensor(fake, self.size, self.norm)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
+        p = self.sample_parts(index)
+        real, fake = resize_crop(p.real, self.size), resize_crop(p.fake, self.size)
+        if self.augment is not None:
+            arng = self.augment_rng(index)
+            real, fake = self.augment(real, arng), self.augment(fake, arng)
+        x_real, x_fake = to_tensor(real, self.size, self.norm), to_tensor(fake, self.size, self.norm)
+        if not self.branches:
+            return x_real, x_fake
+        target = to_tensor(p.target, self.size, RECON_NORM)
+        return {"real": x_real, "fake": x_fake, "source": to_tensor(p.source, self.size, RECON_NORM),
+                "target": target, "real_clean": target.clone(), "fake_clean": to_tensor(p.fake_clean, self.size, RECON_NORM)}
 
 
-def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[(real, fake), ...]`` -> ``(x, y)``: x = reals then fakes (2N, 3, S, S), y = N zeros then N ones (float32)."""
-    reals = torch.stack([b[0] for b in batch])
-    fakes = torch.stack([b[1] for b in batch])
+def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[(real, fake), ...]`` (or dict items with those keys) -> ``(x, y)``: x = reals then fakes
+    (2N, 3, S, S), y = N zeros then N ones (float32)."""
+    pairs = [(b["real"], b["fake"]) if isinstance(b, dict) else b for b in batch]
+    reals = torch.stack([b[0] for b in pairs])
+    fakes = torch.stack([b[1] for b in pairs])
     n = len(batch)
     return torch.cat([reals, fakes]), torch.cat([torch.zeros(n), torch.ones(n)])
 
