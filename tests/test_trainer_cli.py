@@ -58,6 +58,13 @@ def pipeline(tmp_path_factory):
     prior = next(runs.glob("prior-*/prior"))
     assert main(["--runs", str(tmp / "runs-reg"), "fit", "--method", "anl", "--config", "trainer/configs/anl.tiny.yaml",
                  "--data", str(prep), "--set", f"diffusion.folder={prior}", "--set", "train.steps=1"]) == 0
+    # DiffusionFake on a tiny Stable-Diffusion-style folder built from configs (nothing downloaded)
+    from trainer.diffusion import build_tiny_sd
+
+    sd = build_tiny_sd(tmp / "sd")
+    assert main(["--runs", str(runs), "fit", "--method", "diffusionfake", "--config",
+                 "trainer/configs/diffusionfake.tiny.yaml", "--data", str(prep), "--set", f"diffusion.folder={sd}",
+                 "--set", "train.steps=1"]) == 0
     anl_ck = next(runs.glob("anl-*/fit/checkpoint.pt"))
     dfk_ck = next(runs.glob("difffake-*/fit/checkpoint.pt"))
     bundle = tmp / "bundle"
@@ -131,6 +138,20 @@ def test_export_command(pipeline, tmp_path):
     assert main(["--runs", str(runs), "export", "--checkpoint", str(ck), "--out", str(tmp_path / "x"), "--no-fp16",
                  "--exporter", "torchscript"]) == 0
     assert (tmp_path / "x" / "frame.onnx").is_file() and not (tmp_path / "x" / "frame.fp16.onnx").exists()
+    # DiffusionFake: only encoder + GAP + Linear is exported (methods.md §3.7)
+    dck = next(runs.glob("diffusionfake-*/fit/checkpoint.pt"))
+    assert main(["--runs", str(runs), "export", "--checkpoint", str(dck), "--out", str(tmp_path / "d"),
+                 "--exporter", "torchscript"]) == 0
+    from detectors.runtime import OrtRuntime
+
+    rt = OrtRuntime(tmp_path / "d" / "frame.onnx")
+    assert rt.output_name == "logit" and rt.run(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 1)
+    assert (tmp_path / "d" / "frame.fp16.onnx").is_file()
+    # DiffFake: the embedder is exported as embed.onnx
+    fck = next(runs.glob("difffake-*/fit/checkpoint.pt"))
+    assert main(["--runs", str(runs), "export", "--checkpoint", str(fck), "--out", str(tmp_path / "f"), "--no-fp16",
+                 "--exporter", "torchscript"]) == 0
+    assert OrtRuntime(tmp_path / "f" / "embed.onnx").output_name == "embedding"
 
 
 def test_bad_input_exits_2_naming_the_file(pipeline, tmp_path, capsys):
