@@ -9,8 +9,14 @@ replaced by identity) -> zero-conv residuals, each multiplied by the branch's we
 into the frozen UNet, which must predict the noise of that branch's noisy latent.
 
 Loss = BCE + λs·L2(ε, ε̂_source) + λt·L2(ε, ε̂_target) + MSE(W_s, score_s) + MSE(W_t, score_t), where the
-weight targets are (cos + 1)/2 between VAE latents of the fake and of each branch image (1 for reals),
-computed online with the frozen VAE (``weight_targets: online``) or fixed to 1 (``ones``).
+weight targets are (cos + 1)/2 between VAE latents of the un-augmented fake and of each branch image
+(1 for reals), computed online with the frozen VAE (``weight_targets: online``) or fixed to 1 (``ones``).
+
+Data: the project's :class:`~trainer.torchdata.PseudoFakePairs` are switched to ``branches=True`` (items
+carry ``source`` / ``target`` = the two images blended into each pseudo-fake, plus un-augmented
+``real_clean`` / ``fake_clean``) and, with ``diffusionfake.detector_augment``, the detector input alone
+gets the §3.2 augmentation (flip, rotate ±30°, RandomResizedCrop 0.5-1, gray, noise); reconstruction
+images and weight targets always use the clean images.
 
 Only the encoder + GAP + Linear (a :class:`~detectors.models.FrameDetector`) is exported.
 The same code path runs a tiny test SD folder and a real SD 1.5 folder.
@@ -123,12 +129,54 @@ class DiffusionFakeModel(nn.Module):
 
 
 def _branch_images(pb: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Reconstruction targets per branch for (reals, fakes): reals -> themselves; fakes -> target/source
-    when the data gives them, else the real frame they were made from."""
-    real = pb["real"]
+    """Reconstruction images per branch for (reals, fakes), never the augmented detector input when the
+    data gives clean copies: reals -> ``real_clean`` (else ``real``) in both branches; fakes -> ``target`` /
+    ``source`` when given (for SBI pseudo-fakes the two blended images), else the real frame they were
+    made from (``real_clean`` / ``real``)."""
+    real = pb.get("real_clean", pb["real"])
     tgt = pb.get("target", real)
     src = pb.get("source", real)
     return {"target": torch.cat([real, tgt]), "source": torch.cat([real, src])}
+
+
+EXTRA_KEYS = ("real_clean", "fake_clean")
+
+
+def unpack_batch(batch) -> dict[str, torch.Tensor]:
+    """:func:`trainer.train_loop.unpack_pair_batch` plus the clean copies DiffusionFake uses when a dict
+    batch has them (``real_clean``, ``fake_clean``: un-augmented real / fake, see
+    :class:`trainer.torchdata.PseudoFakePairs` with ``branches=True``)."""
+    pb = tl.unpack_pair_batch(batch)
+    if isinstance(batch, Mapping):
+        pb.update({k: tl.to_model_range(batch[k]) for k in EXTRA_KEYS if k in batch})
+    return pb
+
+
+def weight_targets(diff, pb: Mapping[str, torch.Tensor], z: Mapping[str, torch.Tensor], device,
+                   rsize: int | None = None) -> dict[str, torch.Tensor]:
+    """§3.5 weight targets for the stacked (reals, fakes) batch: reals 1.0; fakes (cos + 1) / 2 between the
+    flattened VAE latent of the un-augmented fake (``fake_clean``, else ``fake``) and of each branch image
+    (``z[branch]``, latents of :func:`_branch_images`)."""
+    n_real = pb["real"].shape[0]
+    fake = pb.get("fake_clean", pb["fake"]).to(device)
+    zf = diff.encode(tl.resize_batch(fake, int(rsize)) if rsize else fake).flatten(1).float()
+    out = {}
+    for b, zb in z.items():
+        cos = F.cosine_similarity(zf, zb[n_real:].flatten(1).float(), dim=1)
+        out[b] = torch.cat([torch.ones(n_real, device=device), ((cos + 1) / 2).to(device)])
+    return out
+
+
+def prepare_train_dataset(dataset: Dataset, cfg: Mapping) -> Dataset:
+    """Project pseudo-fake pairs -> the DiffusionFake view of them: items carry the reconstruction images
+    (``branches``) and the detector input gets ``diffusionfake.detector_augment`` unless the dataset already
+    has an augmentation. Other datasets pass unchanged (they may yield ``(real, fake[, source, target])``)."""
+    from trainer.torchdata import PseudoFakePairs
+
+    if not isinstance(dataset, PseudoFakePairs):
+        return dataset
+    spec = cfg["diffusionfake"].get("detector_augment", False)
+    return dataset.with_options(branches=True, augment=spec if dataset.augment is None else "keep")
 
 
 def diffusionfake_losses(model: DiffusionFakeModel, diff, pb: Mapping[str, torch.Tensor], cfg: Mapping, device,
@@ -147,10 +195,7 @@ def diffusionfake_losses(model: DiffusionFakeModel, diff, pb: Mapping[str, torch
         eps = torch.randn(z["target"].shape, generator=generator).to(device)  # one ε shared by both branches
         scores = {b: torch.ones(n, device=device) for b in model.BRANCHES}
         if d["weight_targets"] == "online":
-            zf = diff.encode(tl.resize_batch(x, int(rsize)) if rsize else x).flatten(1)
-            for b in model.BRANCHES:
-                cos = F.cosine_similarity(zf, z[b].flatten(1), dim=1)
-                scores[b] = torch.where(y > 0.5, (cos + 1) / 2, torch.ones_like(cos))
+            scores = weight_targets(diff, pb, z, device, int(rsize) if rsize else None)
     cond = diff.text_embedding.to(device).expand(n, -1, -1)
     total = out["cls"]
     lam = {"source": float(d["lambda_source"]), "target": float(d["lambda_target"])}
@@ -179,8 +224,10 @@ def build_model(cfg: Mapping, diff) -> DiffusionFakeModel:
 def train_diffusionfake(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> Path:
     """Train DiffusionFake; return the checkpoint path (``<out_dir>/<run>/checkpoint.pt``).
 
-    ``dataset`` yields (real, fake[, source, target]) pairs (see :func:`trainer.train_loop.unpack_pair_batch`);
-    default: ``trainer.torchdata.PseudoFakePairs`` from ``cfg['data']``. Needs a Stable-Diffusion-style folder.
+    ``dataset`` yields (real, fake[, source, target]) pairs or dicts (see :func:`unpack_batch`); default:
+    ``trainer.torchdata.PseudoFakePairs`` from ``cfg['data']``. A ``PseudoFakePairs`` is switched to
+    ``branches=True`` and gets ``diffusionfake.detector_augment`` (:func:`prepare_train_dataset`).
+    Needs a Stable-Diffusion-style folder.
     """
     from trainer.anl import load_diffusion_for, predict_logits
 
@@ -193,6 +240,7 @@ def train_diffusionfake(cfg: Mapping, dataset: Dataset | None = None, val_datase
     device = tl.pick_device(cfg["device"])
     tcfg = cfg["train"]
     dataset = dataset if dataset is not None else tl.build_pair_dataset(cfg["data"], "train", int(cfg["model"]["image_size"]), int(cfg["seed"]))
+    dataset = prepare_train_dataset(dataset, cfg)
     if val_dataset is None and cfg["data"].get("val", False):
         val_dataset = tl.build_pair_dataset(cfg["data"], "val", int(cfg["model"]["image_size"]), int(cfg["seed"]))
     diff = load_diffusion_for({**cfg, "diffusion": {**cfg["diffusion"], "expect": "latent"}}, device)
@@ -213,7 +261,7 @@ def train_diffusionfake(cfg: Mapping, dataset: Dataset | None = None, val_datase
     best_auc, val_auc = -1.0, float("nan")
     for step in range(steps):
         model.train()
-        pb = tl.unpack_pair_batch(next(it))
+        pb = unpack_batch(next(it))
 
         def compute():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
