@@ -361,3 +361,72 @@ async def test_credentials_never_in_logs_or_metrics(broker, caplog):
     text = caplog.text + repr(cfg) + cfg.model_dump_json() + (src.last_error or "")
     assert secret not in text and secret not in generate_latest(m.registry).decode()
     assert len(caplog.records) > 0  # the source did log (state changes at least)
+
+
+class _FailingOnceTransactions:
+    """Stands in for KafkaTransactions (Tansu has no transactions): the first commit fails like an
+    aborted transaction; later ones commit the offsets through the source's consumer."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.fail_next = 1
+        self.commits: list[dict] = []
+        self.source: KafkaFrameSource | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await self.producer.start()
+
+    async def send_many(self, records) -> None:
+        futs = [await self.producer.send(t, v, key=k) for t, k, v in records]
+        await asyncio.gather(*futs)
+
+    async def commit(self, offsets, group_id) -> None:
+        from aiokafka.errors import KafkaError
+
+        if self.fail_next:
+            self.fail_next -= 1
+            raise KafkaError("injected transaction abort")
+        await self.source._consumer.commit(offsets)
+        self.commits.append(dict(offsets))
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+
+async def test_failed_transaction_commit_rewinds_and_reprocesses(broker):
+    """Transactional mode: a failed commit rewinds to the committed offsets; nothing is lost."""
+    cfg = _cfg(broker.bootstrap, "txfail", transactional=True, state_topic=None, commit_interval_s=0.3)
+    topic = cfg.frames_topics[0]
+    await create_topics(broker.bootstrap, {topic: 1})
+    p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await p.start()
+    await produce_frames(p, topic, "tx-cam", _frames(8), end_of_stream=False)
+    await p.stop()
+    txn = _FailingOnceTransactions(broker.bootstrap)
+    m = Metrics()
+    sink = KafkaVerdictSink(cfg, m, transactions=txn)
+    await sink.start()
+    extra = ListSink()
+    pipe = MiniPipeline([sink, extra])
+    pipe.start()
+    src = KafkaFrameSource(cfg, m, daemon=pipe, transactions=txn)
+    txn.source = src
+    task = asyncio.create_task(src.run(pipe.emit))
+    try:
+        await _wait(lambda: txn.commits and max(o for c in txn.commits for o in c.values()) == 8, 60,
+                    "a successful commit of all 8 frames")
+    finally:
+        await src.stop()
+        await asyncio.wait_for(task, 60)
+        await pipe.stop()
+    assert m.kafka_commit_failures._value.get() == 1
+    seqs = [e.seq_last for e in extra.events]
+    assert sorted(set(seqs)) == list(range(8))
+    assert len(seqs) > 8  # the frames of the aborted transaction were processed again (same ids)
+    assert len({e.id for e in extra.events}) == 8
+    assert (await _committed(broker.bootstrap, cfg.group_id, topic, 1))[0] == 8

@@ -58,12 +58,15 @@ class _Partition:
     commit_to: int | None = None  # offset + 1 of the contiguous done prefix
     committed: int | None = None
     last_fetched: int = -1
+    first_fetched: int | None = None  # where this tracking began (the position at assignment)
     streams: set[str] = field(default_factory=set)
     revoked: bool = False
 
     def add(self, offset: int) -> None:
         self.pending[offset] = False
         self.last_fetched = offset
+        if self.first_fetched is None:
+            self.first_fetched = offset
 
     def complete(self, offset: int) -> bool:
         """Mark ``offset`` done; True if it was outstanding."""
@@ -412,6 +415,9 @@ class KafkaFrameSource(Source):
             except (KafkaError, AssertionError) as e:
                 self.metrics.kafka_commit_failures.inc()
                 log.warning("kafka commit failed (%s); those frames may be redelivered", type(e).__name__)
+                if self.txn is not None:
+                    # the aborted transaction took the verdicts with it: read those frames again
+                    await self._rewind([p for p in todo if p.tp in offsets])
                 return False
         for p in todo:
             if p.tp in offsets:
@@ -419,6 +425,25 @@ class KafkaFrameSource(Source):
         self.commits += 1
         self.metrics.kafka_commits.inc()
         return True
+
+    async def _rewind(self, parts: list[_Partition]) -> None:
+        """Seek partitions back to their last committed offset and restart their tracking."""
+        c = self._consumer
+        if c is None:
+            return
+        for p in parts:
+            if self._parts.get(p.tp) is not p:
+                continue
+            target = p.committed if p.committed is not None else p.first_fetched
+            if target is None:
+                continue  # nothing fetched yet
+            p.revoked = True  # queued/in-flight records of the old tracking are ignored
+            self._parts[p.tp] = _Partition(p.tp, committed=p.committed)
+            try:
+                c.seek(p.tp, target)
+            except (KafkaError, AssertionError, ValueError) as e:
+                log.warning("kafka %s: rewind failed (%s)", p.tp, type(e).__name__)
+        self._queue = deque(item for item in self._queue if not item[0].revoked)
 
     # rebalance ------------------------------------------------------------------------------------
     async def _drain(self, parts: list[_Partition], timeout: float) -> None:
