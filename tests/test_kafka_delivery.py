@@ -131,6 +131,9 @@ async def test_frames_in_verdicts_out_with_poison(broker, sample_clip):
         await _wait(lambda: len(extra.events) >= expected, 90, "all verdicts")
         await _wait(lambda: src.outstanding == 0, 30, "all frames done")
         await asyncio.sleep(0.5)  # one more commit interval
+        assert m.kafka_assigned._value.get() == 3
+        assert m.kafka_consumed.labels(topic)._value.get() == expected + len(poison)  # frames + EOS + poison
+        assert m.kafka_commits._value.get() >= 1 and m.kafka_commit_failures._value.get() == 0
     verdicts = await read_topic(broker.bootstrap, cfg.verdict_topic, until=lambda r: len(r) >= expected)
     assert len(verdicts) == expected
     events = [json.loads(r.value) for r in verdicts]
