@@ -228,15 +228,13 @@ class Tracker:
         )
         cost = 1.0 - iou
         allowed = iou >= max(cfg.min_iou, 1e-9)
-        for i, t in enumerate(tracks):
-            if t.embedding is None:
-                continue
-            for j, e in enumerate(embs):
-                if e is None:
-                    continue
-                sim = float(np.dot(t.embedding, e))
-                cost[i, j] = (1.0 - cfg.embedding_weight) * (1.0 - iou[i, j]) + cfg.embedding_weight * (1.0 - sim)
-                allowed[i, j] = (allowed[i, j] and sim >= cfg.min_sim) or sim >= cfg.relink_sim
+        ti = [i for i, t in enumerate(tracks) if t.embedding is not None]
+        fj = [j for j, e in enumerate(embs) if e is not None]
+        if ti and fj and len({tracks[i].embedding.shape for i in ti} | {embs[j].shape for j in fj}) == 1:  # type: ignore[union-attr]
+            sim = np.stack([tracks[i].embedding for i in ti]) @ np.stack([embs[j] for j in fj]).T  # type: ignore[misc]
+            sub = np.ix_(ti, fj)
+            cost[sub] = (1.0 - cfg.embedding_weight) * cost[sub] + cfg.embedding_weight * (1.0 - sim)
+            allowed[sub] = (allowed[sub] & (sim >= cfg.min_sim)) | (sim >= cfg.relink_sim)
         cost += cfg.miss_penalty * np.array([t.misses for t in tracks], dtype=np.float64)[:, None]
         return np.where(allowed, cost, _BIG), allowed
 
