@@ -34,7 +34,6 @@ import numpy as np
 log = logging.getLogger("fakewatch.trainer")
 
 METHODS = ("anl", "diffusionfake", "difffake")
-FRAME_METHODS = ("anl", "diffusionfake", "plain")
 EXIT_BAD_INPUT = 2
 
 
