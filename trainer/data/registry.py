@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainer.data.celebdf import read_celebdf
+from trainer.data.deepfakebench import read_deepfakebench
 from trainer.data.dfdc import read_dfdc, read_dfdc_preview
 from trainer.data.ffpp import read_dfd, read_faceshifter, read_ffpp
 from trainer.data.generic import read_generic, read_shared_data
@@ -24,12 +25,13 @@ READERS: dict[str, Reader] = {
     "wilddeepfake": read_wilddeepfake,
     "generic": read_generic,
     "shared": read_shared_data,
+    "deepfakebench": read_deepfakebench,
 }
 
 ALIASES = {
     "ff++": "ffpp", "faceforensics++": "ffpp", "deepfakedetection": "dfd", "celeb-df-v2": "celebdf",
     "celebdf-v2": "celebdf", "celeb-df": "celebdf", "dfdc-preview": "dfdcp", "wdf": "wilddeepfake",
-    "folder": "generic", "shared-data": "shared",
+    "folder": "generic", "shared-data": "shared", "dfb": "deepfakebench",
 }
 
 
