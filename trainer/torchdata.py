@@ -196,7 +196,11 @@ class DetectorAugment:
         return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-RECON_NORM = Normalisation()  # reconstruction images are always [-1, 1] (x / 127.5 - 1), whatever the detector's
+def to_model_range(img: np.ndarray, size: int) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float32 (3, size, size) in [-1, 1] (x / 127.5 - 1): DiffusionFake's
+    reconstruction images, whatever the detector's normalisation (torch ops: ~10x faster than numpy here)."""
+    x = torch.from_numpy(np.ascontiguousarray(resize_crop(img, size)))
+    return x.permute(2, 0, 1).float().div_(127.5).sub_(1.0).contiguous()
 
 
 class PseudoFakePairs(Dataset):
@@ -312,9 +316,9 @@ class PseudoFakePairs(Dataset):
         x_real, x_fake = to_tensor(real, self.size, self.norm), to_tensor(fake, self.size, self.norm)
         if not self.branches:
             return x_real, x_fake
-        target = to_tensor(p.target, self.size, RECON_NORM)
-        return {"real": x_real, "fake": x_fake, "source": to_tensor(p.source, self.size, RECON_NORM),
-                "target": target, "real_clean": target.clone(), "fake_clean": to_tensor(p.fake_clean, self.size, RECON_NORM)}
+        target = to_model_range(p.target, self.size)
+        return {"real": x_real, "fake": x_fake, "source": to_model_range(p.source, self.size),
+                "target": target, "real_clean": target.clone(), "fake_clean": to_model_range(p.fake_clean, self.size)}
 
 
 def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
