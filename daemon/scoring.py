@@ -12,28 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from detectors.bundle import Bundle, BundleError, Normalisation
+from detectors.preprocess import model_input
 from detectors.runtime import Runtime, select_runtime
 
 log = logging.getLogger(__name__)
 
 
 def prepare(crops: Sequence[np.ndarray] | np.ndarray, size: int, norm: Normalisation) -> np.ndarray:
-    """(N, S, S, 3) uint8 crops -> (N, 3, size, size) float32 model input."""
-    arr = [np.asarray(c) for c in crops]
-    for c in arr:
-        if c.ndim != 3 or c.shape[2] != 3 or c.dtype != np.uint8:
-            raise ValueError(f"expected (S, S, 3) uint8 RGB crops, got {c.shape} {c.dtype}")
-    resized = [
-        c if c.shape[:2] == (size, size) else cv2.resize(
-            c, (size, size), interpolation=cv2.INTER_AREA if c.shape[0] > size else cv2.INTER_LINEAR
-        )
-        for c in arr
-    ]
-    return norm.apply(np.stack(resized))
+    """(N, S, S, 3) uint8 crops -> (N, 3, size, size) float32 model input (same code as training)."""
+    return model_input(crops, size, norm)
 
 
 def _run_chunked(rt: Runtime, x: np.ndarray) -> np.ndarray:

@@ -156,16 +156,15 @@ def _model_geometry(cfg: dict[str, Any]) -> tuple[str, int]:
 def _model_input(paths: Sequence[Path], size: int, norm) -> np.ndarray:
     import cv2
 
+    from detectors.preprocess import model_input
+
     arr = []
     for p in paths:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
             raise UsageError(f"{p}: crop image missing or unreadable")
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        if img.shape[:2] != (size, size):
-            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
-        arr.append(img)
-    return norm.apply(np.stack(arr))
+        arr.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return model_input(arr, size, norm)
 
 
 def _run_batched(rt, paths: Sequence[Path], size: int, norm, batch: int, desc: str) -> np.ndarray:

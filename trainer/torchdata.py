@@ -25,9 +25,11 @@ from typing import Any, Iterable, Literal, Sequence
 import cv2
 import numpy as np
 import torch
+
 from torch.utils.data import Dataset
 
 from detectors.bundle import Normalisation
+from detectors.preprocess import resize_crop  # the serving resize: no train/serve skew
 from trainer.landmarks import Landmarker, TemplateLandmarker, build_landmarker
 from trainer.pseudofakes import PseudoFake, PseudoFakeConfig, blend_faces_parts, make_pseudo_fake_parts
 
@@ -82,14 +84,6 @@ def load_crop(path: Path) -> np.ndarray:
     if img is None:
         raise FileNotFoundError(f"{path}: crop image missing or unreadable")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def resize_crop(img: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> (size, size, 3) (INTER_AREA down, cubic up; unchanged when already that size)."""
-    if img.shape[0] != size or img.shape[1] != size:
-        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
-        img = cv2.resize(img, (size, size), interpolation=interp)
-    return img
 
 
 def to_tensor(img: np.ndarray, size: int, norm: Normalisation) -> torch.Tensor:
