@@ -244,9 +244,7 @@ def train_anl(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset
     gen = tl.seed_everything(int(cfg["seed"]))
     device = tl.pick_device(cfg["device"])
     tcfg = cfg["train"]
-    dataset = dataset if dataset is not None else tl.build_pair_dataset(cfg["data"], "train", int(cfg["model"]["image_size"]), int(cfg["seed"]))
-    if val_dataset is None and cfg["data"].get("val", False):
-        val_dataset = tl.build_pair_dataset(cfg["data"], "val", int(cfg["model"]["image_size"]), int(cfg["seed"]))
+    dataset, val_dataset = tl.default_pair_datasets(cfg, dataset, val_dataset)
     diff = load_diffusion_for(cfg, device) if _regulariser_on(cfg) else None
     size = int(cfg["model"]["image_size"])
     noise_shape = None
@@ -256,52 +254,32 @@ def train_anl(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset
         else:
             noise_shape = diff.latent_shape(int(diff.unet.config.sample_size))
     model = ANLModel(cfg, noise_shape).to(device).train()
-    opt = tl.make_optimizer([p for p in model.parameters() if p.requires_grad], cfg["optim"])
-    steps = int(tcfg["steps"])
-    sched = tl.make_scheduler(opt, steps, cfg["optim"])
-    loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), shuffle=True, drop_last=True,
-                        num_workers=int(cfg["data"]["workers"]), generator=gen)
-    val_loader = (DataLoader(val_dataset, batch_size=int(tcfg["batch_size"]), shuffle=False,
-                             num_workers=int(cfg["data"]["workers"])) if val_dataset is not None else None)
-    run = tl.RunDir(cfg["out_dir"], cfg.get("run_name") or None, cfg)
-    amp = bool(tcfg["amp"]) and device.type == "cuda"
-    bar = tl.progress(steps, "anl", bool(tcfg["progress"]))
-    it = tl.cycle(loader)
-    best_auc, val_auc = -1.0, float("nan")
-    ckpt = run.path / "checkpoint.pt"
+    s = tl.setup_training(cfg, [p for p in model.parameters() if p.requires_grad], dataset, val_dataset, gen,
+                          "anl", device)
     extra = {"noise_shape": noise_shape, "image_size": size}
-    for step in range(steps):
+    for step in range(s.steps):
         model.train()
-        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(next(it)), device)
+        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(next(s.it)), device)
 
         def compute():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
                 return anl_losses(model, diff, x, y, cfg)
 
-        losses = tl.train_step(opt, compute, model.parameters(), float(tcfg["grad_clip"]))
-        sched.step()
-        vals = {k: float(v.detach()) for k, v in losses.items()}
-        if not math.isfinite(vals["total"]):
-            raise FloatingPointError(f"ANL loss became {vals['total']} at step {step + 1}")
-        if (step + 1) % int(tcfg["log_every"]) == 0 or step == steps - 1:
-            run.log(step + 1, lr=sched.get_last_lr()[0], **vals)
-        ve = int(tcfg["val_every"])
-        if val_loader is not None and ((ve and (step + 1) % ve == 0) or step == steps - 1):
-            yv, sv = predict_logits(model.export_module(), val_loader, device)
-            val_auc = tl.binary_auc(yv, sv)
-            run.log(step + 1, val_auc=val_auc)
-            if val_auc > best_auc:
-                best_auc = val_auc
-                tl.save_checkpoint(run.path / "best.pt", "anl", model, cfg, val_auc=val_auc, step=step + 1, **extra)
-        se = int(tcfg["save_every"])
-        if se and (step + 1) % se == 0:
-            tl.save_checkpoint(ckpt, "anl", model, cfg, step=step + 1, **extra)
-        bar.update(1)
-        bar.set_postfix(loss=f"{vals['total']:.4f}")
-    bar.close()
-    tl.save_checkpoint(ckpt, "anl", model, cfg, step=steps, val_auc=val_auc, wall_s=round(time.time() - t0, 1), **extra)
-    run.close()
-    return ckpt
+        losses = tl.train_step(s.opt, compute, model.parameters(), float(tcfg["grad_clip"]))
+        vals = s.end_step(step, losses, "ANL")
+        if s.val_due(step):
+            yv, sv = predict_logits(model.export_module(), s.val_loader, device)
+            if s.record_val(step, tl.binary_auc(yv, sv)):
+                tl.save_checkpoint(s.run.path / "best.pt", "anl", model, cfg, val_auc=s.val_auc, step=step + 1,
+                                   **extra)
+        if s.save_due(step):
+            tl.save_checkpoint(s.ckpt, "anl", model, cfg, step=step + 1, **extra)
+        s.tick(vals)
+    s.bar.close()
+    tl.save_checkpoint(s.ckpt, "anl", model, cfg, step=s.steps, val_auc=s.val_auc, wall_s=round(time.time() - t0, 1),
+                       **extra)
+    s.run.close()
+    return s.ckpt
 
 
 def load_anl(checkpoint: str | Path) -> ANLModel:

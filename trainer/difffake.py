@@ -17,7 +17,6 @@ log-likelihoods go into the bundle for the daemon's standardisation.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,56 +60,31 @@ def train_difffake_backbone(cfg: Mapping, dataset: Dataset | None = None, val_da
     device = tl.pick_device(cfg["device"])
     tcfg, m = cfg["train"], cfg["model"]
     size = int(m["image_size"])
-    dataset = dataset if dataset is not None else tl.build_pair_dataset(cfg["data"], "train", size, int(cfg["seed"]))
-    if val_dataset is None and cfg["data"].get("val", False):
-        val_dataset = tl.build_pair_dataset(cfg["data"], "val", size, int(cfg["seed"]))
+    dataset, val_dataset = tl.default_pair_datasets(cfg, dataset, val_dataset, size)
     model = build_embedder(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None).to(device).train()
-    opt = tl.make_optimizer(model.parameters(), cfg["optim"])
-    steps = int(tcfg["steps"])
-    sched = tl.make_scheduler(opt, steps, cfg["optim"])
-    loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), shuffle=True, drop_last=True,
-                        num_workers=int(cfg["data"]["workers"]), generator=gen)
-    val_loader = (DataLoader(val_dataset, batch_size=int(tcfg["batch_size"]), shuffle=False,
-                             num_workers=int(cfg["data"]["workers"])) if val_dataset is not None else None)
-    run = tl.RunDir(cfg["out_dir"], cfg.get("run_name") or None, cfg)
-    amp = bool(tcfg["amp"]) and device.type == "cuda"
-    bar = tl.progress(steps, "difffake", bool(tcfg["progress"]))
-    it = tl.cycle(loader)
-    ckpt = run.path / "checkpoint.pt"
-    best, val_auc = -1.0, float("nan")
+    s = tl.setup_training(cfg, model.parameters(), dataset, val_dataset, gen, "difffake", device)
     extra = {"embedding_dim": model.dim, "image_size": size}
-    for step in range(steps):
+    for step in range(s.steps):
         model.train()
-        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(next(it)), device)
+        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(next(s.it)), device)
 
         def compute():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
                 return difffake_losses(model, x, y)
 
-        losses = tl.train_step(opt, compute, model.parameters(), float(tcfg["grad_clip"]))
-        sched.step()
-        vals = {k: float(v.detach()) for k, v in losses.items()}
-        if not math.isfinite(vals["total"]):
-            raise FloatingPointError(f"DiffFake stage-1 loss became {vals['total']} at step {step + 1}")
-        if (step + 1) % int(tcfg["log_every"]) == 0 or step == steps - 1:
-            run.log(step + 1, lr=sched.get_last_lr()[0], **vals)
-        ve = int(tcfg["val_every"])
-        if val_loader is not None and ((ve and (step + 1) % ve == 0) or step == steps - 1):
-            val_auc = _val_auc(model, val_loader, device)
-            run.log(step + 1, val_auc=val_auc)
-            if val_auc > best:
-                best = val_auc
-                tl.save_checkpoint(run.path / "best.pt", "difffake", model, cfg, val_auc=val_auc, step=step + 1, **extra)
-        se = int(tcfg["save_every"])
-        if se and (step + 1) % se == 0:
-            tl.save_checkpoint(ckpt, "difffake", model, cfg, step=step + 1, **extra)
-        bar.update(1)
-        bar.set_postfix(loss=f"{vals['total']:.4f}")
-    bar.close()
-    tl.save_checkpoint(ckpt, "difffake", model, cfg, step=steps, val_auc=val_auc, wall_s=round(time.time() - t0, 1),
-                       **extra)
-    run.close()
-    return ckpt
+        losses = tl.train_step(s.opt, compute, model.parameters(), float(tcfg["grad_clip"]))
+        vals = s.end_step(step, losses, "DiffFake stage-1")
+        if s.val_due(step) and s.record_val(step, _val_auc(model, s.val_loader, device)):
+            tl.save_checkpoint(s.run.path / "best.pt", "difffake", model, cfg, val_auc=s.val_auc, step=step + 1,
+                               **extra)
+        if s.save_due(step):
+            tl.save_checkpoint(s.ckpt, "difffake", model, cfg, step=step + 1, **extra)
+        s.tick(vals)
+    s.bar.close()
+    tl.save_checkpoint(s.ckpt, "difffake", model, cfg, step=s.steps, val_auc=s.val_auc,
+                       wall_s=round(time.time() - t0, 1), **extra)
+    s.run.close()
+    return s.ckpt
 
 
 def load_difffake(checkpoint: str | Path) -> Embedder:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from detectors.models import FrameDetector, build_frame_detector
 from trainer import train_loop as tl
@@ -239,58 +239,33 @@ def train_diffusionfake(cfg: Mapping, dataset: Dataset | None = None, val_datase
     gen = tl.seed_everything(int(cfg["seed"]))
     device = tl.pick_device(cfg["device"])
     tcfg = cfg["train"]
-    dataset = dataset if dataset is not None else tl.build_pair_dataset(cfg["data"], "train", int(cfg["model"]["image_size"]), int(cfg["seed"]))
+    dataset, val_dataset = tl.default_pair_datasets(cfg, dataset, val_dataset)
     dataset = prepare_train_dataset(dataset, cfg)
-    if val_dataset is None and cfg["data"].get("val", False):
-        val_dataset = tl.build_pair_dataset(cfg["data"], "val", int(cfg["model"]["image_size"]), int(cfg["seed"]))
     diff = load_diffusion_for({**cfg, "diffusion": {**cfg["diffusion"], "expect": "latent"}}, device)
     model = build_model(cfg, diff).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = tl.make_optimizer(params, cfg["optim"])
-    steps = int(tcfg["steps"])
-    sched = tl.make_scheduler(opt, steps, cfg["optim"])
-    loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), shuffle=True, drop_last=True,
-                        num_workers=int(cfg["data"]["workers"]), generator=gen)
-    val_loader = (DataLoader(val_dataset, batch_size=int(tcfg["batch_size"]), shuffle=False,
-                             num_workers=int(cfg["data"]["workers"])) if val_dataset is not None else None)
-    run = tl.RunDir(cfg["out_dir"], cfg.get("run_name") or None, cfg)
-    amp = bool(tcfg["amp"]) and device.type == "cuda"
-    bar = tl.progress(steps, "diffusionfake", bool(tcfg["progress"]))
-    it = tl.cycle(loader)
-    ckpt = run.path / "checkpoint.pt"
-    best_auc, val_auc = -1.0, float("nan")
-    for step in range(steps):
+    s = tl.setup_training(cfg, params, dataset, val_dataset, gen, "diffusionfake", device)
+    for step in range(s.steps):
         model.train()
-        pb = unpack_batch(next(it))
+        pb = unpack_batch(next(s.it))
 
         def compute():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
                 return diffusionfake_losses(model, diff, pb, cfg, device)
 
-        losses = tl.train_step(opt, compute, params, float(tcfg["grad_clip"]))
-        sched.step()
-        vals = {k: float(v.detach()) for k, v in losses.items()}
-        if not math.isfinite(vals["total"]):
-            raise FloatingPointError(f"DiffusionFake loss became {vals['total']} at step {step + 1}")
-        if (step + 1) % int(tcfg["log_every"]) == 0 or step == steps - 1:
-            run.log(step + 1, lr=sched.get_last_lr()[0], **vals)
-        ve = int(tcfg["val_every"])
-        if val_loader is not None and ((ve and (step + 1) % ve == 0) or step == steps - 1):
-            yv, sv = predict_logits(model.detector, val_loader, device)
-            val_auc = tl.binary_auc(yv, sv)
-            run.log(step + 1, val_auc=val_auc)
-            if val_auc > best_auc:
-                best_auc = val_auc
-                _save(run.path / "best.pt", model, cfg, val_auc=val_auc, step=step + 1)
-        se = int(tcfg["save_every"])
-        if se and (step + 1) % se == 0:
-            _save(ckpt, model, cfg, step=step + 1)
-        bar.update(1)
-        bar.set_postfix(loss=f"{vals['total']:.4f}")
-    bar.close()
-    _save(ckpt, model, cfg, step=steps, val_auc=val_auc, wall_s=round(time.time() - t0, 1))
-    run.close()
-    return ckpt
+        losses = tl.train_step(s.opt, compute, params, float(tcfg["grad_clip"]))
+        vals = s.end_step(step, losses, "DiffusionFake")
+        if s.val_due(step):
+            yv, sv = predict_logits(model.detector, s.val_loader, device)
+            if s.record_val(step, tl.binary_auc(yv, sv)):
+                _save(s.run.path / "best.pt", model, cfg, val_auc=s.val_auc, step=step + 1)
+        if s.save_due(step):
+            _save(s.ckpt, model, cfg, step=step + 1)
+        s.tick(vals)
+    s.bar.close()
+    _save(s.ckpt, model, cfg, step=s.steps, val_auc=s.val_auc, wall_s=round(time.time() - t0, 1))
+    s.run.close()
+    return s.ckpt
 
 
 def _save(path: Path, model: DiffusionFakeModel, cfg: Mapping, **extra) -> Path:

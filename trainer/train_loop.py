@@ -14,6 +14,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
+from torch.utils.data import DataLoader
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -447,3 +449,96 @@ class SyntheticPairs(torch.utils.data.Dataset):
         soft = torch.nn.functional.avg_pool2d(m[None], 5, 1, 2)[0]
         fake = real * (1 - soft) + src * soft
         return real, fake, src, real.clone()
+
+
+# ----------------------------------------------------------------------------------------------- training setup
+def default_pair_datasets(cfg: Mapping, dataset=None, val_dataset=None, size: int | None = None):
+    """``(train, val)`` datasets: the given ones, else :func:`build_pair_dataset` from ``cfg['data']``
+    (val only when ``data.val`` is set; ``size`` defaults to ``model.image_size``)."""
+    size = int(cfg["model"]["image_size"]) if size is None else int(size)
+    if dataset is None:
+        dataset = build_pair_dataset(cfg["data"], "train", size, int(cfg["seed"]))
+    if val_dataset is None and cfg["data"].get("val", False):
+        val_dataset = build_pair_dataset(cfg["data"], "val", size, int(cfg["seed"]))
+    return dataset, val_dataset
+
+
+@dataclass
+class TrainSetup:
+    """Everything a step-counted training loop shares: optimizer + schedule, loaders, run folder, AMP flag,
+    progress bar, the endless batch iterator, the checkpoint path and the best/last validation AUC.
+
+    The per-step helpers keep the loop's bookkeeping (schedule step, finite-loss check, logging, validation
+    and save cadence, progress) identical across methods; built by :func:`setup_training`.
+    """
+
+    name: str
+    tcfg: Mapping
+    steps: int
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    loader: DataLoader
+    val_loader: DataLoader | None
+    run: RunDir
+    amp: bool
+    bar: Any
+    it: Iterator
+    ckpt: Path
+    best_auc: float = -1.0
+    val_auc: float = float("nan")
+
+    def end_step(self, step: int, losses: Mapping[str, torch.Tensor], what: str) -> dict[str, float]:
+        """After an optimisation step: advance the schedule, refuse a non-finite loss (``what`` names it in
+        the error), log every ``log_every`` steps and at the end; returns the losses as floats."""
+        self.sched.step()
+        vals = {k: float(v.detach()) for k, v in losses.items()}
+        if not math.isfinite(vals["total"]):
+            raise FloatingPointError(f"{what} loss became {vals['total']} at step {step + 1}")
+        if (step + 1) % int(self.tcfg["log_every"]) == 0 or step == self.steps - 1:
+            self.run.log(step + 1, lr=self.sched.get_last_lr()[0], **vals)
+        return vals
+
+    def val_due(self, step: int) -> bool:
+        """Validate now? (a val loader exists, and every ``val_every`` steps or at the last step)."""
+        ve = int(self.tcfg["val_every"])
+        return self.val_loader is not None and ((ve and (step + 1) % ve == 0) or step == self.steps - 1)
+
+    def record_val(self, step: int, val_auc: float) -> bool:
+        """Log a validation AUC; True when it is the best so far (the caller then writes ``best.pt``)."""
+        self.val_auc = val_auc
+        self.run.log(step + 1, val_auc=val_auc)
+        if val_auc > self.best_auc:
+            self.best_auc = val_auc
+            return True
+        return False
+
+    def save_due(self, step: int) -> bool:
+        """Write the periodic checkpoint now? (every ``save_every`` steps; 0 = never)."""
+        se = int(self.tcfg["save_every"])
+        return bool(se and (step + 1) % se == 0)
+
+    def tick(self, vals: Mapping[str, float]) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{vals['total']:.4f}")
+
+
+def setup_training(cfg: Mapping, model_params, dataset, val_dataset, gen: torch.Generator, name: str,
+                   device: torch.device) -> TrainSetup:
+    """Optimizer (``cfg['optim']``) over ``model_params`` + schedule over ``train.steps``, the shuffled train
+    loader (seeded by ``gen``) and unshuffled val loader, the run folder under ``out_dir``, and progress bar
+    ``name``. AMP is on only when ``train.amp`` is set and ``device`` is CUDA."""
+    tcfg = cfg["train"]
+    opt = make_optimizer(model_params, cfg["optim"])
+    steps = int(tcfg["steps"])
+    sched = make_scheduler(opt, steps, cfg["optim"])
+    workers = int(cfg["data"]["workers"])
+    loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), shuffle=True, drop_last=True,
+                        num_workers=workers, generator=gen)
+    val_loader = (DataLoader(val_dataset, batch_size=int(tcfg["batch_size"]), shuffle=False, num_workers=workers)
+                  if val_dataset is not None else None)
+    run = RunDir(cfg["out_dir"], cfg.get("run_name") or None, cfg)
+    amp = bool(tcfg["amp"]) and device.type == "cuda"
+    bar = progress(steps, name, bool(tcfg["progress"]))
+    return TrainSetup(name=name, tcfg=tcfg, steps=steps, opt=opt, sched=sched, loader=loader,
+                      val_loader=val_loader, run=run, amp=amp, bar=bar, it=cycle(loader),
+                      ckpt=run.path / "checkpoint.pt")
