@@ -38,32 +38,43 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
 
 
-class FrameScorer:
-    """The bundle's frame detector: crops -> fake probability ``sigmoid(logit)`` per crop."""
+class _BundleModel:
+    """One ONNX model of the bundle on the best runtime: ``spec`` (file, input size, normalisation,
+    version fields), ``runtime``, ``name`` and ``version`` for logs/events; subclasses shape the output."""
 
-    def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None):
-        spec = bundle.manifest.frame
+    def __init__(self, bundle: Bundle, spec, name: str, what: str, runtime_prefer: str, threads: int | None):
         if spec is None:
-            raise BundleError(f"{bundle.root}: bundle has no frame model")
+            raise BundleError(f"{bundle.root}: bundle has no {what}")
         self.spec = spec
         self.size = spec.input_size
         self.runtime = select_runtime(bundle.path(spec.file), runtime_prefer, threads, plan_dir=bundle.path("plans"))
-        self.name = "frame"
+        self.name = name
         self.version = f"{bundle.manifest.name}/{spec.method}-{spec.backbone}@{spec.version}"
-        log.info("frame model %s on %s", self.version, self.runtime.name)
+        log.info("%s %s on %s", what, self.version, self.runtime.name)
 
-    def __call__(self, crops: Sequence[np.ndarray]) -> list[float]:
-        if len(crops) == 0:
-            return []
+    def _run(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Non-empty crops -> the model output with one row per crop."""
         y = _run_chunked(self.runtime, prepare(crops, self.size, self.spec.normalisation))
-        y = np.asarray(y, dtype=np.float64).reshape(len(crops), -1)[:, 0]
-        return [float(v) for v in _sigmoid(y)]
+        return np.asarray(y).reshape(len(crops), -1)
 
     def close(self) -> None:
         self.runtime.close()
 
 
-class Embedder:
+class FrameScorer(_BundleModel):
+    """The bundle's frame detector: crops -> fake probability ``sigmoid(logit)`` per crop."""
+
+    def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None):
+        super().__init__(bundle, bundle.manifest.frame, "frame", "frame model", runtime_prefer, threads)
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> list[float]:
+        if len(crops) == 0:
+            return []
+        y = self._run(crops).astype(np.float64)[:, 0]
+        return [float(v) for v in _sigmoid(y)]
+
+
+class Embedder(_BundleModel):
     """The bundle's DiffFake embedding model: crops -> raw embeddings (N, D) float32.
 
     Also usable as the tracker's identity embedding (``embed`` returns L2-normalised rows, the
@@ -71,21 +82,13 @@ class Embedder:
     """
 
     def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None):
-        spec = bundle.manifest.temporal
-        if spec is None:
-            raise BundleError(f"{bundle.root}: bundle has no temporal (embedding) model")
-        self.spec = spec
-        self.size = spec.input_size
-        self.runtime = select_runtime(bundle.path(spec.file), runtime_prefer, threads, plan_dir=bundle.path("plans"))
-        self.name = "embed"
-        self.version = f"{bundle.manifest.name}/{spec.method}-{spec.backbone}@{spec.version}"
-        log.info("embedding model %s on %s", self.version, self.runtime.name)
+        super().__init__(bundle, bundle.manifest.temporal, "embed", "temporal (embedding) model",
+                         runtime_prefer, threads)
 
     def embed_raw(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         if len(crops) == 0:
             return np.zeros((0, 0), np.float32)
-        y = _run_chunked(self.runtime, prepare(crops, self.size, self.spec.normalisation))
-        return np.asarray(y, dtype=np.float32).reshape(len(crops), -1)
+        return self._run(crops).astype(np.float32)
 
     def __call__(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Batch function for the micro-batcher: one raw embedding per crop."""
@@ -93,9 +96,6 @@ class Embedder:
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         return l2_normalise(self.embed_raw(crops))
-
-    def close(self) -> None:
-        self.runtime.close()
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
