@@ -25,3 +25,33 @@ def sample_clip(tmp_path_factory) -> Path:
 
     p = tmp_path_factory.mktemp("clips") / "astronaut.mp4"
     return samples.write_video(p, samples.moving_frames(samples.astronaut(), 50, (640, 360)), fps=25)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle_dir(tmp_path_factory) -> Path:
+    """The tiny real model bundle (tests/tiny_bundle.py), one folder per test module."""
+    from tests.tiny_bundle import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A real Kafka-protocol broker (Tansu, tests/kafka_broker.py) on 127.0.0.1 per test module."""
+    from tests.kafka_broker import broker_or_skip
+
+    b = broker_or_skip(tmp_path_factory)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def fakewatch_bin() -> Path:
+    """The installed ``fakewatch`` console script (installs the checkout, editable, when it is missing)."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "fakewatch"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)], check=True)
+    return exe

@@ -178,3 +178,42 @@ async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5, timeout_s:
         return out
     finally:
         await c.stop()
+
+
+def kafka_test_config(bootstrap: str, name: str, **overrides):
+    """A ``KafkaConfig`` for tests: topics/group named after ``name``, fast commits and timeouts;
+    ``overrides`` replace any field."""
+    from daemon.kafka.config import KafkaConfig
+
+    base = dict(
+        bootstrap_servers=[bootstrap], frames_topics=[f"{name}.frames"], group_id=f"{name}.g",
+        verdict_topic=f"{name}.verdicts", dead_letter_topic=f"{name}.dlq", state_topic=f"{name}.state",
+        auto_offset_reset="earliest", freshness_budget_s=None, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+        max_poll_interval_ms=20000, commit_interval_s=0.2,
+    )
+    base.update(overrides)
+    return KafkaConfig(**base)
+
+
+async def wait_until(pred, timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``pred()`` every 50 ms; AssertionError naming ``what`` after ``timeout`` seconds."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
+    """The group's committed offset of each partition of ``topic`` (None where nothing is committed)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        return {p: await c.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    finally:
+        await c.stop()

@@ -32,8 +32,8 @@ from detectors import samples
 from detectors.bundle import load_bundle
 from detectors.faces.centerface import CenterFaceDetector
 from detectors.faces.pipeline import FacePipeline
-from tests.kafka_broker import broker_or_skip, create_topics, read_topic
-from tests.tiny_bundle import build_tiny_bundle
+from tests.kafka_broker import create_topics, kafka_test_config, read_topic
+from tests.kafka_broker import wait_until as _wait
 
 pytestmark = pytest.mark.kafka
 # "left" and "right" land on partitions 0 and 1 of a 2-partition topic (murmur2, the Java default)
@@ -51,20 +51,8 @@ class CollectSink(Sink):
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    b = broker_or_skip(tmp_path_factory)
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def bundle(bundle_dir):
-    return load_bundle(bundle_dir)
+def bundle(tiny_bundle_dir):
+    return load_bundle(tiny_bundle_dir)
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +76,7 @@ def _pipeline_cfg() -> PipelineConfig:
 
 
 def _kafka_cfg(bootstrap: str, name: str, **kw) -> KafkaConfig:
-    return KafkaConfig(
-        bootstrap_servers=[bootstrap], frames_topics=[f"{name}.frames"], group_id=f"{name}.g",
-        verdict_topic=f"{name}.verdicts", dead_letter_topic=f"{name}.dlq", state_topic=f"{name}.state",
-        auto_offset_reset="earliest", freshness_budget_s=None, session_timeout_ms=6000, heartbeat_interval_ms=1000,
-        max_poll_interval_ms=20000, commit_interval_s=0.2, intake_high=16, intake_low=4, **kw,
-    )
+    return kafka_test_config(bootstrap, name, **{"intake_high": 16, "intake_low": 4, **kw})
 
 
 async def _start_daemon(bundle, faces, kcfg: KafkaConfig):
@@ -105,15 +88,6 @@ async def _start_daemon(bundle, faces, kcfg: KafkaConfig):
     src.attach(d)
     d.add_source(src)
     return d, src, collect, metrics
-
-
-async def _wait(pred, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _done_to(src: KafkaFrameSource) -> dict[int, int]:
@@ -204,14 +178,14 @@ async def test_two_daemons_split_streams_and_hand_over_state(broker, bundle, fac
     assert not any(e.event == "start" and e.track_id in continued for e in cb.events), "a restored track restarted"
 
 
-async def test_config_and_cli_runner_wire_kafka_source_and_sink(broker, bundle_dir, clip):
+async def test_config_and_cli_runner_wire_kafka_source_and_sink(broker, tiny_bundle_dir, clip):
     """``kafka:`` section + ``sinks.kafka: true`` through the CLI runner (config -> source + sink)."""
     from daemon.cli import run_daemon
     from daemon.config import validate_config
 
     name = "cfg"
     cfg = validate_config({
-        "bundle": {"path": str(bundle_dir)},
+        "bundle": {"path": str(tiny_bundle_dir)},
         "faces": {"det_max_side": 320},
         "http": {"enabled": False},
         "sinks": {"stdout": None, "kafka": True},

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from daemon.kafka import contract
 from daemon.kafka.config import KafkaConfig
@@ -27,29 +27,14 @@ from daemon.kafka.tools import produce_frames, produce_video
 from daemon.metrics import Metrics
 from daemon.sinks.kafka import KafkaVerdictSink
 from daemon.sources.kafka import KafkaFrameSource
-from tests.kafka_broker import broker_or_skip, create_topics, read_topic
+from tests.kafka_broker import committed_offsets as _committed
+from tests.kafka_broker import create_topics, read_topic
+from tests.kafka_broker import kafka_test_config as _cfg
+from tests.kafka_broker import wait_until as _wait
 from tests.kafka_harness import ListSink, MiniPipeline
 
 pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    b = broker_or_skip(tmp_path_factory)
-    yield b
-    b.stop()
-
-
-def _cfg(bootstrap: str, name: str, **kw) -> KafkaConfig:
-    base = dict(
-        bootstrap_servers=[bootstrap], frames_topics=[f"{name}.frames"], group_id=f"{name}.g",
-        verdict_topic=f"{name}.verdicts", dead_letter_topic=f"{name}.dlq", state_topic=f"{name}.state",
-        auto_offset_reset="earliest", freshness_budget_s=None, session_timeout_ms=6000, heartbeat_interval_ms=1000,
-        max_poll_interval_ms=20000, commit_interval_s=0.2,
-    )
-    base.update(kw)
-    return KafkaConfig(**base)
 
 
 def _frames(n: int, start: int = 0, h: int = 48, w: int = 64):
@@ -74,24 +59,6 @@ async def harness(cfg: KafkaConfig, delay_s: float = 0.0, capacity: int = 16):
         await asyncio.wait_for(task, 60)
         await pipe.stop()
         await sink.close()
-
-
-async def _wait(pred, timeout: float = 60.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await c.start()
-    try:
-        return {p: await c.committed(TopicPartition(topic, p)) for p in range(partitions)}
-    finally:
-        await c.stop()
 
 
 async def test_frames_in_verdicts_out_with_poison(broker, sample_clip):

@@ -3,7 +3,6 @@ and the broker stopped and restarted under a running daemon."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -11,34 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from daemon.app import Daemon
 from daemon.kafka.config import KafkaConfig
 from daemon.kafka.tools import iter_video, produce_frames
-from daemon.metrics import Metrics
-from daemon.sinks.kafka import KafkaVerdictSink
-from daemon.sources.kafka import KafkaFrameSource
 from detectors import samples
 from detectors.bundle import load_bundle
-from tests.kafka_broker import broker_or_skip, create_topics, read_topic
-from tests.test_kafka_daemon import STREAMS, CollectSink, _pipeline_cfg
-from tests.tiny_bundle import build_tiny_bundle
+from tests.kafka_broker import committed_offsets as _committed
+from tests.kafka_broker import create_topics, kafka_test_config, read_topic
+from tests.kafka_broker import wait_until as _wait
+from tests.test_kafka_daemon import STREAMS, _start_daemon
 
 pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    b = broker_or_skip(tmp_path_factory)
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +32,8 @@ def clip(tmp_path_factory) -> Path:
 
 
 def _cfg(bootstrap: str, name: str, **kw) -> KafkaConfig:
-    base = dict(
-        bootstrap_servers=[bootstrap], frames_topics=[f"{name}.frames"], group_id=f"{name}.g",
-        verdict_topic=f"{name}.verdicts", dead_letter_topic=None, state_topic=None,
-        auto_offset_reset="earliest", freshness_budget_s=None, session_timeout_ms=6000, heartbeat_interval_ms=1000,
-        max_poll_interval_ms=20000, commit_interval_s=0.2, intake_high=8, intake_low=2,
-    )
-    base.update(kw)
-    return KafkaConfig(**base)
+    return kafka_test_config(bootstrap, name, **{"dead_letter_topic": None, "state_topic": None, "intake_high": 8,
+                                                 "intake_low": 2, **kw})
 
 
 async def _publish(bootstrap: str, topic: str, clip: Path, streams, eos: bool = True) -> int:
@@ -70,36 +48,18 @@ async def _publish(bootstrap: str, topic: str, clip: Path, streams, eos: bool = 
     return len(frames)
 
 
-async def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await c.start()
-    try:
-        return {p: await c.committed(TopicPartition(topic, p)) for p in range(partitions)}
-    finally:
-        await c.stop()
-
-
-async def _wait(pred, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def _same_event(a: dict, b: dict) -> bool:
     return {k: v for k, v in a.items() if k != "emitted_at"} == {k: v for k, v in b.items() if k != "emitted_at"}
 
 
-async def test_daemon_killed_mid_stream_resumes_from_committed(broker, bundle_dir, clip):
+async def test_daemon_killed_mid_stream_resumes_from_committed(broker, tiny_bundle_dir, clip):
     cfg = _cfg(broker.bootstrap, "dkill")
     topic = cfg.frames_topics[0]
     await create_topics(broker.bootstrap, {topic: 2})
     n = await _publish(broker.bootstrap, topic, clip, STREAMS)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [sys.executable, "-m", "tests.kafka_worker", broker.bootstrap, cfg.group_id, topic, cfg.verdict_topic,
-            "--bundle", str(bundle_dir)]
+            "--bundle", str(tiny_bundle_dir)]
     first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     second = None
     try:
@@ -136,7 +96,7 @@ async def test_daemon_killed_mid_stream_resumes_from_committed(broker, bundle_di
     assert await _committed(broker.bootstrap, cfg.group_id, topic, 2) == {0: n + 1, 1: n + 1}
 
 
-async def test_daemon_survives_broker_restart(broker, bundle_dir, clip):
+async def test_daemon_survives_broker_restart(broker, tiny_bundle_dir, clip):
     """Broker stopped and restarted (memory storage: it comes back empty) under a running daemon."""
     from detectors.faces.centerface import CenterFaceDetector
     from detectors.faces.pipeline import FacePipeline
@@ -145,14 +105,8 @@ async def test_daemon_survives_broker_restart(broker, bundle_dir, clip):
     topic = cfg.frames_topics[0]
     await create_topics(broker.bootstrap, {topic: 1})
     n = await _publish(broker.bootstrap, topic, clip, ["before"])
-    metrics = Metrics()
-    collect = CollectSink()
-    d = Daemon(_pipeline_cfg(), FacePipeline(CenterFaceDetector(det_max_side=320)), load_bundle(bundle_dir),
-               [KafkaVerdictSink(cfg, metrics), collect], metrics)
-    await d.start()
-    src = KafkaFrameSource(cfg, metrics)
-    src.attach(d)
-    d.add_source(src)
+    d, src, collect, _ = await _start_daemon(load_bundle(tiny_bundle_dir),
+                                             FacePipeline(CenterFaceDetector(det_max_side=320)), cfg)
     try:
         await _wait(lambda: any(e.stream_id == "before" and e.event == "end" for e in collect.events), 120,
                     "the first stream ended")
