@@ -6,34 +6,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import jsonschema
 import numpy as np
-import pytest
 import yaml
 
 from daemon.cli import build_parser, identity_rows, main, stream_id_for
 from daemon.events import VerdictEvent
-from tests.tiny_bundle import build_tiny_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-FAKEWATCH = Path(sys.executable).parent / "fakewatch"
 SCHEMA = json.loads((REPO / "docs/schemas/verdict-event.v1.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def fakewatch_bin() -> Path:
-    if not FAKEWATCH.exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)], check=True)
-    return FAKEWATCH
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -76,24 +60,24 @@ def test_identity_rows_keep_the_latest_event():
     assert [(r.track, r.score, r.verdict, r.alerts) for r in rows] == [(1, 0.7, "fake", {"spike"}), (2, 0.1, "real", set())]
 
 
-def test_bundle_info(bundle, capsys):
-    assert main(["bundle-info", str(bundle)]) == 0
+def test_bundle_info(tiny_bundle_dir, capsys):
+    assert main(["bundle-info", str(tiny_bundle_dir)]) == 0
     out = capsys.readouterr().out
     assert "tiny-test@1" in out and "difffake" in out and "sha256 ok" in out
-    assert main(["bundle-info", str(bundle / "nope")]) == 1
+    assert main(["bundle-info", str(tiny_bundle_dir / "nope")]) == 1
     assert "bundle folder not found" in capsys.readouterr().err
 
 
 # --- scan ------------------------------------------------------------------------------------------
 
 
-def test_scan_reports_one_identity_and_writes_jsonl(fakewatch_bin, bundle, sample_clip, tmp_path):
+def test_scan_reports_one_identity_and_writes_jsonl(fakewatch_bin, tiny_bundle_dir, sample_clip, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video")
     out = tmp_path / "events.jsonl"
     p = subprocess.run(
         [str(fakewatch_bin), "scan", str(sample_clip), str(bad), "ftp://127.0.0.1/x.mp4",
-         "--bundle", str(bundle), "--jsonl", str(out), "--fps", "10"],
+         "--bundle", str(tiny_bundle_dir), "--jsonl", str(out), "--fps", "10"],
         capture_output=True, text=True, env=_env(tmp_path), timeout=300,
     )
     assert p.returncode == 1, p.stderr  # some inputs failed
@@ -143,8 +127,8 @@ def _start_and_wait_for_events(fakewatch_bin, cfg: Path, out: Path, tmp_path: Pa
     return proc
 
 
-def test_run_sigterm_drains_flushes_and_exits_0(fakewatch_bin, bundle, sample_clip, tmp_path):
-    cfg, out = _run_config(tmp_path, bundle, sample_clip)
+def test_run_sigterm_drains_flushes_and_exits_0(fakewatch_bin, tiny_bundle_dir, sample_clip, tmp_path):
+    cfg, out = _run_config(tmp_path, tiny_bundle_dir, sample_clip)
     proc = _start_and_wait_for_events(fakewatch_bin, cfg, out, tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
@@ -157,8 +141,8 @@ def test_run_sigterm_drains_flushes_and_exits_0(fakewatch_bin, bundle, sample_cl
     assert rows[-1]["event"] == "end" and rows[-1]["stream_id"] == "cam1"
 
 
-def test_run_second_signal_exits_at_once_with_130(fakewatch_bin, bundle, sample_clip, tmp_path):
-    cfg, out = _run_config(tmp_path, bundle, sample_clip)
+def test_run_second_signal_exits_at_once_with_130(fakewatch_bin, tiny_bundle_dir, sample_clip, tmp_path):
+    cfg, out = _run_config(tmp_path, tiny_bundle_dir, sample_clip)
     proc = _start_and_wait_for_events(fakewatch_bin, cfg, out, tmp_path)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.05)
@@ -168,9 +152,9 @@ def test_run_second_signal_exits_at_once_with_130(fakewatch_bin, bundle, sample_
     assert "second SIGINT: exiting now" in stderr
 
 
-def test_run_without_inputs_is_a_usage_error(fakewatch_bin, bundle, tmp_path):
+def test_run_without_inputs_is_a_usage_error(fakewatch_bin, tiny_bundle_dir, tmp_path):
     p = tmp_path / "empty.yaml"
-    p.write_text(yaml.safe_dump({"bundle": {"path": str(bundle)}}))
+    p.write_text(yaml.safe_dump({"bundle": {"path": str(tiny_bundle_dir)}}))
     r = subprocess.run([str(fakewatch_bin), "run", "-c", str(p)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "nothing to watch" in r.stderr
 
@@ -196,10 +180,10 @@ def test_face_swap_changes_only_the_face():
     assert inside > 10 and outside < 0.5
 
 
-def test_demo_runs_on_real_and_swapped_clips(fakewatch_bin, bundle, tmp_path):
+def test_demo_runs_on_real_and_swapped_clips(fakewatch_bin, tiny_bundle_dir, tmp_path):
     out = tmp_path / "demo.jsonl"
     p = subprocess.run(
-        [str(fakewatch_bin), "demo", "--bundle", str(bundle), "--port", "0", "--frames", "16", "--fps", "8",
+        [str(fakewatch_bin), "demo", "--bundle", str(tiny_bundle_dir), "--port", "0", "--frames", "16", "--fps", "8",
          "--jsonl", str(out)],
         capture_output=True, text=True, env=_env(tmp_path), timeout=300,
     )

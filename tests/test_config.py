@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from detectors.bundle import FrameModelSpec, Manifest, write_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "fakewatch.yaml"
-FAKEWATCH = Path(sys.executable).parent / "fakewatch"
 
 
 @pytest.fixture(scope="module")
@@ -198,13 +196,6 @@ def test_yaml_errors_are_one_clear_line(tmp_path):
         load_config(write(tmp_path, "- a\n- b\n"), env={})
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.yaml", env={})
-
-
-@pytest.fixture(scope="module")
-def fakewatch_bin() -> Path:
-    if not FAKEWATCH.exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)], check=True)
-    return FAKEWATCH
 
 
 def test_dry_run_exit_codes(fakewatch_bin, tmp_path, bundle_dir):

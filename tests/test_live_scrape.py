@@ -24,7 +24,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.cli import run_daemon
 from daemon.config import validate_config
-from tests.tiny_bundle import build_tiny_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -71,11 +70,6 @@ def test_rules_and_dashboard_reference_metrics():
     assert FAMILY_ONLY <= names, "FAMILY_ONLY lists a name the rules/dashboard no longer use"
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
-
-
 def _value(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for fam in text_string_to_metric_families(text):
@@ -85,14 +79,14 @@ def _value(text: str, name: str, **labels: str) -> float:
     return total
 
 
-async def test_live_scrape_has_every_metric_of_rules_and_dashboard(bundle, sample_clip, tmp_path):
+async def test_live_scrape_has_every_metric_of_rules_and_dashboard(tiny_bundle_dir, sample_clip, tmp_path):
     cfg = validate_config({
         "streams": [
             {"id": "cam1", "url": str(sample_clip), "loop": True, "live": False, "analysis_fps": 8},
             {"id": "cam2", "url": "rtsp://127.0.0.1:1/live", "live": True, "open_timeout_s": 2,
              "reconnect": {"initial_s": 0.1, "max_s": 0.2}},
         ],
-        "bundle": {"path": str(bundle), "threads": 1},
+        "bundle": {"path": str(tiny_bundle_dir), "threads": 1},
         "sinks": {
             "stdout": None,
             "jsonl": {"path": str(tmp_path / "events.jsonl"), "fsync": False},

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -27,10 +26,7 @@ from daemon.cli import main
 from daemon.config import ConfigError, DaemonConfig, HttpConfig, load_config
 from daemon.metrics import Metrics
 from daemon.server import MetricsServer
-from tests.tiny_bundle import build_tiny_bundle
 
-REPO = Path(__file__).resolve().parents[1]
-FAKEWATCH = Path(sys.executable).parent / "fakewatch"
 
 URL_PW = "S3cretCamPw"
 SASL_PW = "S3cretSaslPw"
@@ -215,18 +211,6 @@ def test_config_cannot_pull_in_files(tmp_path):
 # --- secrets in --dry-run and config errors ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fakewatch_bin() -> Path:
-    if not FAKEWATCH.exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)], check=True)
-    return FAKEWATCH
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
-
-
 def _secret_config(tmp_path: Path, bundle: Path | None, **extra) -> dict:
     secret_file = tmp_path / "not-a-video.mp4"
     secret_file.write_text(FILE_CONTENT + "\n")
@@ -256,10 +240,10 @@ def _secret_config(tmp_path: Path, bundle: Path | None, **extra) -> dict:
     return data
 
 
-def test_dry_run_redacts_every_secret(bundle, tmp_path, capsys, monkeypatch):
+def test_dry_run_redacts_every_secret(tiny_bundle_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FW_TEST_SASL", SASL_PW)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(_secret_config(tmp_path, bundle)))
+    cfg.write_text(yaml.safe_dump(_secret_config(tmp_path, tiny_bundle_dir)))
     rc = main(["run", "-c", str(cfg), "--dry-run"])
     out, err = capsys.readouterr()
     assert rc == 0, err
@@ -305,9 +289,9 @@ def _scrape(url: str) -> str:
         return r.read().decode()
 
 
-def test_failing_sources_never_leak_secrets_into_logs_or_metrics(fakewatch_bin, bundle, tmp_path):
+def test_failing_sources_never_leak_secrets_into_logs_or_metrics(fakewatch_bin, tiny_bundle_dir, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(_secret_config(tmp_path, bundle)))
+    cfg.write_text(yaml.safe_dump(_secret_config(tmp_path, tiny_bundle_dir)))
     env = dict(os.environ, FW_TEST_SASL=SASL_PW)
     proc = subprocess.Popen([str(fakewatch_bin), "run", "-c", str(cfg)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)

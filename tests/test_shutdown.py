@@ -19,31 +19,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.tiny_bundle import build_tiny_bundle
 
-REPO = Path(__file__).resolve().parents[1]
-FAKEWATCH = Path(sys.executable).parent / "fakewatch"
 HANG_GUARD_S = 90.0  # > shutdown_timeout_s; << the hanging sink's retry backoffs (30+60+120... s), the 120 s reconnect backoff
-
-
-@pytest.fixture(scope="module")
-def fakewatch_bin() -> Path:
-    if not FAKEWATCH.exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)], check=True)
-    return FAKEWATCH
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 class Daemon:
@@ -112,9 +95,9 @@ def _stuck_webhook() -> dict:
     return {"webhook": {"url": "http://127.0.0.1:1/hook", "retries": 8, "backoff_s": 30, "backoff_max_s": 300}}
 
 
-def test_sigint_ends_every_track_of_every_stream(fakewatch_bin, bundle, sample_clip, tmp_path):
+def test_sigint_ends_every_track_of_every_stream(fakewatch_bin, tiny_bundle_dir, sample_clip, tmp_path):
     d = Daemon(fakewatch_bin, {
-        "bundle": {"path": str(bundle), "threads": 1},
+        "bundle": {"path": str(tiny_bundle_dir), "threads": 1},
         "streams": [
             {"id": "cam1", "url": str(sample_clip), "loop": True, "live": False, "analysis_fps": 5},
             {"id": "cam2", "url": str(sample_clip), "loop": True, "live": False, "analysis_fps": 5},
@@ -142,9 +125,10 @@ def test_sigint_ends_every_track_of_every_stream(fakewatch_bin, bundle, sample_c
     assert any(r["msg"] == "stopped" for r in logs)
 
 
-def test_sigterm_with_a_hanging_sink_is_bounded_by_shutdown_timeout(fakewatch_bin, bundle, sample_clip, tmp_path):
+def test_sigterm_with_a_hanging_sink_is_bounded_by_shutdown_timeout(fakewatch_bin, tiny_bundle_dir, sample_clip,
+                                                                   tmp_path):
     d = Daemon(fakewatch_bin, {
-        "bundle": {"path": str(bundle), "threads": 1},
+        "bundle": {"path": str(tiny_bundle_dir), "threads": 1},
         "streams": [{"id": "cam1", "url": str(sample_clip), "loop": True, "live": False, "analysis_fps": 5}],
         "sinks": _stuck_webhook(),
     }, tmp_path)
@@ -156,9 +140,10 @@ def test_sigterm_with_a_hanging_sink_is_bounded_by_shutdown_timeout(fakewatch_bi
     assert d.events.read_text().endswith("\n") and d.rows()
 
 
-def test_second_sigterm_while_draining_exits_130_with_intact_jsonl(fakewatch_bin, bundle, sample_clip, tmp_path):
+def test_second_sigterm_while_draining_exits_130_with_intact_jsonl(fakewatch_bin, tiny_bundle_dir, sample_clip,
+                                                                   tmp_path):
     d = Daemon(fakewatch_bin, {
-        "bundle": {"path": str(bundle), "threads": 1},
+        "bundle": {"path": str(tiny_bundle_dir), "threads": 1},
         "streams": [{"id": "cam1", "url": str(sample_clip), "loop": True, "live": False, "analysis_fps": 5}],
         "sinks": _stuck_webhook(),
         "shutdown_timeout_s": 600,  # the drain would wait on the hanging sink for minutes

@@ -152,46 +152,37 @@ async def test_webhook_retries_until_success():
     assert counter(m, "sink_errors", "webhook") == 0
 
 
-async def test_webhook_gives_up_after_retries_and_counts():
+async def _emit_to_hook_answering(status: int, retries: int) -> tuple[int, Metrics]:
+    """One event through a WebhookSink to a hook that always answers ``status``: (requests made, metrics)."""
     calls = {"n": 0}
 
     async def hook(_: web.Request) -> web.Response:
         calls["n"] += 1
-        return web.Response(status=500)
+        return web.Response(status=status)
 
     app = web.Application()
     app.router.add_post("/hook", hook)
     runner, url = await _serve(app)
     m = Metrics()
     try:
-        sink = WebhookSink(url, m, retries=2, backoff_s=0.01)
+        sink = WebhookSink(url, m, retries=retries, backoff_s=0.01)
         await sink.emit(events(1))
         await sink.close()
     finally:
         await runner.cleanup()
-    assert calls["n"] == 3
+    return calls["n"], m
+
+
+async def test_webhook_gives_up_after_retries_and_counts():
+    n, m = await _emit_to_hook_answering(500, retries=2)
+    assert n == 3
     assert counter(m, "sink_errors", "webhook") == 1
     assert counter(m, "sink_events", "webhook") == 0
 
 
 async def test_webhook_client_error_is_not_retried():
-    calls = {"n": 0}
-
-    async def hook(_: web.Request) -> web.Response:
-        calls["n"] += 1
-        return web.Response(status=400)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner, url = await _serve(app)
-    m = Metrics()
-    try:
-        sink = WebhookSink(url, m, retries=3, backoff_s=0.01)
-        await sink.emit(events(1))
-        await sink.close()
-    finally:
-        await runner.cleanup()
-    assert calls["n"] == 1
+    n, m = await _emit_to_hook_answering(400, retries=3)
+    assert n == 1
     assert counter(m, "sink_errors", "webhook") == 1
 
 

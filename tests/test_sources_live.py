@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,23 @@ class Collector:
         return True
 
 
+@asynccontextmanager
+async def running(src: AvSource, got: Collector):
+    """Run ``src`` into ``got`` as a task; on a clean exit stop it and check that it ended with an
+    end-of-stream frame; on any failure cancel it (bounded)."""
+    task = asyncio.create_task(src.run(got.emit))
+    try:
+        yield task
+        await src.stop()
+        await asyncio.wait_for(task, 15)
+        assert src.state == StreamState.ENDED and got.end is not None
+    finally:
+        if not task.done():
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+
+
 async def test_http_live_reconnects_after_server_restart(live_clip: Path):
     port = mc.free_port()
     url = f"http://127.0.0.1:{port}/live.ts"
@@ -77,41 +95,32 @@ async def test_http_live_reconnects_after_server_restart(live_clip: Path):
     assert src.live
     got = Collector()
     server = mc.serve_http_ts(live_clip, port, loops=-1)
-    task: asyncio.Task | None = None
     try:
-        task = asyncio.create_task(src.run(got.emit))
-        await wait_for(lambda: len(got.frames) >= 25, 30, "first frames")
-        assert src.state == StreamState.RUNNING
-        assert val(m, "fakewatch_stream_state", stream="cam-http", state="running") == 1
-        reconnects_before = val(m, "fakewatch_stream_reconnects_total", stream="cam-http")
+        async with running(src, got):
+            await wait_for(lambda: len(got.frames) >= 25, 30, "first frames")
+            assert src.state == StreamState.RUNNING
+            assert val(m, "fakewatch_stream_state", stream="cam-http", state="running") == 1
+            reconnects_before = val(m, "fakewatch_stream_reconnects_total", stream="cam-http")
 
-        mc.kill(server)  # the stream dies mid-way
-        await wait_for(lambda: src.state == StreamState.RECONNECTING, 15, "state reconnecting")
-        assert val(m, "fakewatch_stream_state", stream="cam-http", state="reconnecting") == 1
-        assert val(m, "fakewatch_stream_up", stream="cam-http") == 0
-        n_before = len(got.frames)
-        await asyncio.sleep(1.5)  # a few failed attempts against the dead port
+            mc.kill(server)  # the stream dies mid-way
+            await wait_for(lambda: src.state == StreamState.RECONNECTING, 15, "state reconnecting")
+            assert val(m, "fakewatch_stream_state", stream="cam-http", state="reconnecting") == 1
+            assert val(m, "fakewatch_stream_up", stream="cam-http") == 0
+            n_before = len(got.frames)
+            await asyncio.sleep(1.5)  # a few failed attempts against the dead port
 
-        server = mc.serve_http_ts(live_clip, port, loops=-1)
-        await wait_for(lambda: len(got.frames) >= n_before + 25, 40, "frames after the restart")
-        assert src.state == StreamState.RUNNING
-        assert val(m, "fakewatch_stream_reconnects_total", stream="cam-http") >= reconnects_before + 1
-        errors = sum(val(m, "fakewatch_stream_errors_total", stream="cam-http", kind=k)
-                     for k in ("eof", "connect", "io", "timeout", "stall"))
-        assert errors >= 1
-        seqs = [f.seq for f in got.frames]
-        assert seqs == sorted(set(seqs))
-        pts = [f.pts for f in got.frames]
-        assert all(b > a for a, b in zip(pts, pts[1:])), "pts must keep increasing across the reconnect"
-
-        await src.stop()
-        await asyncio.wait_for(task, 15)
-        assert src.state == StreamState.ENDED and got.end is not None
+            server = mc.serve_http_ts(live_clip, port, loops=-1)
+            await wait_for(lambda: len(got.frames) >= n_before + 25, 40, "frames after the restart")
+            assert src.state == StreamState.RUNNING
+            assert val(m, "fakewatch_stream_reconnects_total", stream="cam-http") >= reconnects_before + 1
+            errors = sum(val(m, "fakewatch_stream_errors_total", stream="cam-http", kind=k)
+                         for k in ("eof", "connect", "io", "timeout", "stall"))
+            assert errors >= 1
+            seqs = [f.seq for f in got.frames]
+            assert seqs == sorted(set(seqs))
+            pts = [f.pts for f in got.frames]
+            assert all(b > a for a, b in zip(pts, pts[1:])), "pts must keep increasing across the reconnect"
     finally:
-        if task is not None and not task.done():
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(task, 10)
         mc.kill(server)
 
 
@@ -195,7 +204,6 @@ def publish_rtsp(clip: Path, port: int) -> subprocess.Popen:
 
 async def test_rtsp_live(live_clip: Path, rtsp_server_dir: Path):
     server = publisher = None
-    task: asyncio.Task | None = None
     try:
         server, publish_port, client_port = start_rtsp_server(rtsp_server_dir)
         publisher = publish_rtsp(live_clip, publish_port)
@@ -205,20 +213,13 @@ async def test_rtsp_live(live_clip: Path, rtsp_server_dir: Path):
                        AvSourceSettings(analysis_fps=5, open_timeout_s=5, read_timeout_s=5,
                                         reconnect={"initial_s": 0.5, "max_s": 1.0}))
         got = Collector()
-        task = asyncio.create_task(src.run(got.emit))
-        await wait_for(lambda: len(got.frames) >= 8, 40, "RTSP frames")
-        assert src.state == StreamState.RUNNING
-        assert {f.image.shape for f in got.frames} == {(180, 320, 3)}
-        received = val(m, "fakewatch_frames_received_total", stream="cam-rtsp")
-        sampled = val(m, "fakewatch_frames_dropped_total", stream="cam-rtsp", reason="sampled_out")
-        assert received >= 5 * len(got.frames) - 5 and sampled > 0  # 25 fps read, ~5 fps analysed
-        await src.stop()
-        await asyncio.wait_for(task, 15)
-        assert src.state == StreamState.ENDED and got.end is not None
+        async with running(src, got):
+            await wait_for(lambda: len(got.frames) >= 8, 40, "RTSP frames")
+            assert src.state == StreamState.RUNNING
+            assert {f.image.shape for f in got.frames} == {(180, 320, 3)}
+            received = val(m, "fakewatch_frames_received_total", stream="cam-rtsp")
+            sampled = val(m, "fakewatch_frames_dropped_total", stream="cam-rtsp", reason="sampled_out")
+            assert received >= 5 * len(got.frames) - 5 and sampled > 0  # 25 fps read, ~5 fps analysed
     finally:
-        if task is not None and not task.done():
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(task, 10)
         mc.kill(publisher)
         mc.kill(server)
