@@ -125,14 +125,21 @@ def test_sigint_ends_every_track_of_every_stream(fakewatch_bin, tiny_bundle_dir,
     assert any(r["msg"] == "stopped" for r in logs)
 
 
-def test_sigterm_with_a_hanging_sink_is_bounded_by_shutdown_timeout(fakewatch_bin, tiny_bundle_dir, sample_clip,
-                                                                   tmp_path):
+def _running_with_stuck_sink(fakewatch_bin: Path, bundle_dir: Path, clip: Path, tmp_path: Path, **extra) -> Daemon:
+    """A daemon looping ``clip`` into the JSONL sink and a hanging webhook, once it has written an event."""
     d = Daemon(fakewatch_bin, {
-        "bundle": {"path": str(tiny_bundle_dir), "threads": 1},
-        "streams": [{"id": "cam1", "url": str(sample_clip), "loop": True, "live": False, "analysis_fps": 5}],
+        "bundle": {"path": str(bundle_dir), "threads": 1},
+        "streams": [{"id": "cam1", "url": str(clip), "loop": True, "live": False, "analysis_fps": 5}],
         "sinks": _stuck_webhook(),
+        **extra,
     }, tmp_path)
     d.wait_for("first event in the JSONL file", lambda: bool(d.rows()))
+    return d
+
+
+def test_sigterm_with_a_hanging_sink_is_bounded_by_shutdown_timeout(fakewatch_bin, tiny_bundle_dir, sample_clip,
+                                                                   tmp_path):
+    d = _running_with_stuck_sink(fakewatch_bin, tiny_bundle_dir, sample_clip, tmp_path)
     assert d.stop(signal.SIGTERM) == 0, "".join(d.lines)[-3000:]
     logs = d.logs()
     assert any("drain timed out" in r["msg"] for r in logs), "".join(d.lines)[-3000:]
@@ -142,13 +149,8 @@ def test_sigterm_with_a_hanging_sink_is_bounded_by_shutdown_timeout(fakewatch_bi
 
 def test_second_sigterm_while_draining_exits_130_with_intact_jsonl(fakewatch_bin, tiny_bundle_dir, sample_clip,
                                                                    tmp_path):
-    d = Daemon(fakewatch_bin, {
-        "bundle": {"path": str(tiny_bundle_dir), "threads": 1},
-        "streams": [{"id": "cam1", "url": str(sample_clip), "loop": True, "live": False, "analysis_fps": 5}],
-        "sinks": _stuck_webhook(),
-        "shutdown_timeout_s": 600,  # the drain would wait on the hanging sink for minutes
-    }, tmp_path)
-    d.wait_for("first event in the JSONL file", lambda: bool(d.rows()))
+    # shutdown_timeout_s: the drain would wait on the hanging sink for minutes
+    d = _running_with_stuck_sink(fakewatch_bin, tiny_bundle_dir, sample_clip, tmp_path, shutdown_timeout_s=600)
     d.proc.send_signal(signal.SIGTERM)
     d.wait_for("graceful shutdown under way", lambda: any(r["msg"] == "shutting down" for r in d.logs()))
     assert d.stop(signal.SIGTERM) == 130
