@@ -294,7 +294,7 @@ def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path, runs: dict
     metrics = dict(man.get("metrics") or {})
     metrics["eval"] = ev
     man["metrics"] = metrics
-    readme = _readme(man, ev, cmd_lines, readme_notes)
+    readme = _readme(man, ev, cmd_lines, readme_notes, bundle)
     (bundle / "README.md").write_text(readme)
     man["files"] = dict(man.get("files") or {}, **{"README.md": sha256_file(bundle / "README.md")})
     mpath.write_text(json.dumps(man, indent=2) + "\n")
@@ -302,10 +302,10 @@ def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path, runs: dict
     return {"bundle": b.version_string, "files": man["files"]}
 
 
-def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None) -> str:
+def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Path) -> str:
     fr, tp = man.get("frame") or {}, man.get("temporal") or {}
-    sizes = {rel: (Path(man["_root"]) / rel).stat().st_size if "_root" in man else None for rel in man.get("files", {})}
-    del sizes
+    kb = {rel: f"{(bundle / rel).stat().st_size / 1024:.0f} KiB" for rel in ("frame.onnx", "embed.onnx", "gmm.npz")
+          if (bundle / rel).is_file()}
     lines = [
         f"# Default model bundle `{man['name']}@{man['version']}`",
         "",
@@ -315,12 +315,12 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None) -> str:
         "",
         "| file | what |",
         "|---|---|",
-        f"| `frame.onnx` | {fr.get('method')} frame detector: `{fr.get('backbone')}` from scratch, "
-        f"{fr.get('input_size')} px, (x/255-0.5)/0.5, output logit; threshold {fr.get('threshold')} "
+        f"| `frame.onnx` ({kb.get('frame.onnx')}) | {fr.get('method')} frame detector: `{fr.get('backbone')}` from scratch, "
+        f"{fr.get('input_size')} px, (x/255-0.5)/0.5, output logit; threshold {fr.get('threshold', 0):.4f} "
         "(1 % FPR on val reals) |",
-        f"| `embed.onnx` + `gmm.npz` | DiffFake temporal model: `{tp.get('backbone')}` embedder "
-        f"({tp.get('input_size')} px), GMM over (a-b)^2 pair vectors; threshold {tp.get('threshold')}, "
-        f"real pair log-lik mean {tp.get('loglik_real_mean')} / std {tp.get('loglik_real_std')} |",
+        f"| `embed.onnx` ({kb.get('embed.onnx')}) + `gmm.npz` ({kb.get('gmm.npz')}) | DiffFake temporal model: `{tp.get('backbone')}` embedder "
+        f"({tp.get('input_size')} px), GMM over (a-b)^2 pair vectors; threshold (fakeness = -mean pair log-lik) "
+        f"{tp.get('threshold', 0):.2f}, real pair log-lik mean {tp.get('loglik_real_mean', 0):.2f} / std {tp.get('loglik_real_std', 0):.2f} |",
         "| `manifest.json` | specs, calibration, provenance (data, licences, split, runs, configs), metrics, "
         "sha256 of every file, exact commands |",
         "",
