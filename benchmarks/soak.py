@@ -33,6 +33,7 @@ import re
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -163,6 +164,7 @@ async def soak(args: argparse.Namespace, bundle: Path, clips: list[Path], workdi
     print(f"soak: {len(clips)} streams @ {args.fps:g} fps, {args.duration:.0f} s, metrics at {server.url}/metrics",
           flush=True)
     samples: list[Sample] = []
+    snap0 = None
     t0 = time.monotonic()
     try:
         async with aiohttp.ClientSession() as http:
@@ -193,15 +195,28 @@ async def soak(args: argparse.Namespace, bundle: Path, clips: list[Path], workdi
                 )
                 samples.append(s)
                 print(_row(s), flush=True)
+                if args.tracemalloc and snap0 is None and s.t_s >= args.warmup_s:
+                    snap0 = tracemalloc.take_snapshot()
                 if s.t_s >= args.duration:
                     break
                 await asyncio.sleep(min(args.interval, max(0.1, args.duration - s.t_s)))
+        if snap0 is not None:
+            _print_growth(snap0, tracemalloc.take_snapshot())
     finally:
         for src in sources:
             await src.stop()
         await daemon.shutdown(drain=True, timeout_s=10.0)
         await server.stop()
     return samples
+
+
+def _print_growth(before, after, top: int = 12) -> None:
+    """The Python allocations that grew most between two tracemalloc snapshots (leak hunting)."""
+    stats = after.compare_to(before, "lineno")
+    total = sum(st.size_diff for st in stats)
+    print(f"\ntracemalloc: Python heap {total / 2**20:+.2f} MB since the warm-up; largest growth by line:")
+    for st in stats[:top]:
+        print(f"  {st.size_diff / 2**10:+9.1f} KiB {st.count_diff:+7d} blocks  {st.traceback[0]}")
 
 
 HEADER = (f"{'t s':>7} {'RSS MB':>8} {'fds':>5} {'thr':>4} {'q.in':>5} {'q.an':>5} {'analysed':>9} "
@@ -279,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per bundle model (default 1)")
     p.add_argument("--max-slope", type=float, default=1.0, help="MB/min above which RSS is not flat (default 1.0)")
     p.add_argument("--csv", default="soak.csv", help="write every sample here (default soak.csv)")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="trace Python allocations; print the lines whose memory grew after the warm-up (slower)")
     p.add_argument("--report", metavar="CSV", help="do not run: print the table and verdict of an earlier run's CSV")
     return p
 
@@ -300,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0 if flat else 1
     warmup = args.warmup if args.warmup is not None else max(30.0, 0.5 * args.duration)
+    args.warmup_s = warmup
+    if args.tracemalloc:
+        tracemalloc.start(1)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="fakewatch-soak-") as tmp:
         work = Path(tmp)
