@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from daemon.kafka.clients import start_or_close
 from daemon.kafka.config import KafkaConfig
 from daemon.metrics import Metrics
 
@@ -91,12 +92,12 @@ class StateStore:
                 client_id=f"{self.cfg.producer_client_id or self.cfg.client_id}-state", acks="all",
                 **self.cfg.common_kwargs(),
             )
-            await self._producer.start()
+            await start_or_close(self._producer)
         self._consumer = AIOKafkaConsumer(
             client_id=f"{self.cfg.consumer_client_id or self.cfg.client_id}-state", group_id=None,
             enable_auto_commit=False, auto_offset_reset="earliest", **self.cfg.common_kwargs(),
         )
-        await self._consumer.start()
+        await start_or_close(self._consumer)
         await self._assign()
 
     async def _assign(self) -> bool:

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from daemon.events import VerdictEvent
+from daemon.kafka.clients import start_or_close
 from daemon.kafka.config import KafkaConfig
 from daemon.metrics import Metrics
 from daemon.sinks.base import Sink
@@ -54,7 +55,7 @@ async def start_producer(cfg: KafkaConfig, purpose: str, **extra: Any) -> tuple[
         client_id=f"{cfg.producer_client_id or cfg.client_id}-{purpose}", acks="all", enable_idempotence=idem,
         max_request_size=max(1_048_576, cfg.max_payload_bytes + 65536), **cfg.common_kwargs(), **extra,
     )
-    await p.start()
+    await start_or_close(p)
     return p, idem
 
 
@@ -83,7 +84,7 @@ class KafkaTransactions:
             enable_idempotence=True, transactional_id=self.cfg.effective_transactional_id(),
             **self.cfg.common_kwargs(),
         )
-        await p.start()
+        await start_or_close(p)
         await p.begin_transaction()
         self.producer = p
 

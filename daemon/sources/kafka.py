@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from daemon.kafka import contract
+from daemon.kafka.clients import start_or_close
 from daemon.kafka.config import KafkaConfig
 from daemon.kafka.state import StateStore
 from daemon.metrics import Metrics
@@ -228,7 +229,7 @@ class KafkaFrameSource(Source):
             isolation_level="read_committed" if cfg.transactional else "read_uncommitted",
             **cfg.common_kwargs(),
         )
-        await self._consumer.start()
+        await start_or_close(self._consumer)
         # subscribe after start: start() would otherwise wait for the first assignment (unstoppable)
         self._consumer.subscribe(cfg.frames_topics, listener=_Listener(self))
 
