@@ -54,8 +54,11 @@ class Daemon:
         sinks: Sequence[Sink],
         metrics: Metrics,
         runtime: str = "auto",
+        plan_dir: Path | None = None,
     ):
+        """``plan_dir``: TensorRT engine cache (default ``<bundle>/plans``; bundles are often read-only)."""
         self.cfg = cfg
+        self.plan_dir = plan_dir
         self.faces = face_pipeline
         self.bundle = bundle
         self.sinks = list(sinks)
@@ -110,7 +113,7 @@ class Daemon:
         threads = self.cfg.threads
         info = {"bundle": self.bundle.version_string}
         if m.frame is not None:
-            self.frame_scorer = FrameScorer(self.bundle, self.runtime, threads)
+            self.frame_scorer = FrameScorer(self.bundle, self.runtime, threads, self.plan_dir)
             self._models["frame"] = f"{self.frame_scorer.version} ({self.frame_scorer.runtime.name})"
             info["frame_model"] = self.frame_scorer.version
             info["frame_runtime"] = self.frame_scorer.runtime.name
@@ -118,7 +121,7 @@ class Daemon:
         mode = self.cfg.tracking_embedding
         want_bundle_for_tracking = mode == "bundle" or (mode == "auto" and not has_arcface)
         if m.temporal is not None and (self.cfg.temporal.enabled or want_bundle_for_tracking):
-            self.embedder = Embedder(self.bundle, self.runtime, threads)
+            self.embedder = Embedder(self.bundle, self.runtime, threads, self.plan_dir)
             info["embed_model"] = self.embedder.version
             info["embed_runtime"] = self.embedder.runtime.name
         if m.temporal is not None and self.cfg.temporal.enabled:

@@ -268,7 +268,8 @@ def build_daemon(cfg: Any, metrics: Any, extra_sinks: list[Sink] = ()) -> tuple[
     pipeline = cfg.pipeline
     if cfg.bundle.threads is not None and getattr(pipeline, "threads", 0) is None:
         pipeline = pipeline.model_copy(update={"threads": cfg.bundle.threads})
-    daemon = Daemon(pipeline, face_pipeline, bundle, sinks, metrics, runtime=cfg.bundle.runtime)
+    daemon = Daemon(pipeline, face_pipeline, bundle, sinks, metrics, runtime=cfg.bundle.runtime,
+                    plan_dir=cfg.bundle.plan_dir)
     return daemon, sinks
 
 

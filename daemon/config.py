@@ -167,6 +167,9 @@ class BundleConfig(StrictModel):
         None, ge=1, le=256, description="ONNX Runtime intra-op threads per bundle model (pipeline.threads, when set, wins)"
     )
     verify: bool = Field(True, description="check every file's sha256 against the manifest at load")
+    plan_dir: Path | None = Field(
+        None, description="writable TensorRT engine cache; default <bundle>/plans (mount bundles read-only and set this)"
+    )
 
     @field_validator("path")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -42,12 +43,15 @@ class _BundleModel:
     """One ONNX model of the bundle on the best runtime: ``spec`` (file, input size, normalisation,
     version fields), ``runtime``, ``name`` and ``version`` for logs/events; subclasses shape the output."""
 
-    def __init__(self, bundle: Bundle, spec, name: str, what: str, runtime_prefer: str, threads: int | None):
+    def __init__(self, bundle: Bundle, spec, name: str, what: str, runtime_prefer: str, threads: int | None,
+                 plan_dir: Path | None = None):
         if spec is None:
             raise BundleError(f"{bundle.root}: bundle has no {what}")
         self.spec = spec
         self.size = spec.input_size
-        self.runtime = select_runtime(bundle.path(spec.file), runtime_prefer, threads, plan_dir=bundle.path("plans"))
+        self.runtime = select_runtime(
+            bundle.path(spec.file), runtime_prefer, threads, plan_dir=plan_dir or bundle.path("plans")
+        )
         self.name = name
         self.version = f"{bundle.manifest.name}/{spec.method}-{spec.backbone}@{spec.version}"
         log.info("%s %s on %s", what, self.version, self.runtime.name)
@@ -64,8 +68,9 @@ class _BundleModel:
 class FrameScorer(_BundleModel):
     """The bundle's frame detector: crops -> fake probability ``sigmoid(logit)`` per crop."""
 
-    def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None):
-        super().__init__(bundle, bundle.manifest.frame, "frame", "frame model", runtime_prefer, threads)
+    def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None,
+                 plan_dir: Path | None = None):
+        super().__init__(bundle, bundle.manifest.frame, "frame", "frame model", runtime_prefer, threads, plan_dir)
 
     def __call__(self, crops: Sequence[np.ndarray]) -> list[float]:
         if len(crops) == 0:
@@ -81,9 +86,10 @@ class Embedder(_BundleModel):
     :class:`~detectors.faces.types.FaceEmbedder` contract) when the face backend has no ArcFace.
     """
 
-    def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None):
+    def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None,
+                 plan_dir: Path | None = None):
         super().__init__(bundle, bundle.manifest.temporal, "embed", "temporal (embedding) model",
-                         runtime_prefer, threads)
+                         runtime_prefer, threads, plan_dir)
 
     def embed_raw(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         if len(crops) == 0:
