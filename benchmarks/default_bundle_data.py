@@ -232,6 +232,17 @@ def _jsonl_last(path: Path) -> dict:
     return {"steps": last.get("step"), "last_log": last, "best_val_auc_pseudofakes": best}
 
 
+def _regen_prior(test_info: dict) -> dict | None:
+    """Provenance of the evaluation-only regen generator (the prior named in testsets.json)."""
+    folder = (test_info.get("regen") or {}).get("prior")
+    p = Path(folder) / "provenance.json" if folder else None
+    if p is None or not p.is_file():
+        return None
+    d = json.loads(p.read_text())
+    return {"folder": folder, **{k: d.get(k) for k in ("kind", "status", "steps", "final_loss", "mean_loss_last_10pct",
+                                                      "params", "ema_decay", "data", "command")}}
+
+
 def _table(rows: list[dict], model: str) -> list[str]:
     cols = ["set", "n_videos", "n_frames", "frame_auc", "video_auc", "ap", "eer", "acc@0.5", "acc@cal", "threshold"]
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -280,6 +291,7 @@ def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path, runs: dict
         "diffusion_prior": {k: prior_prov.get(k) for k in ("kind", "steps", "final_loss", "mean_loss_last_10pct",
                                                            "params", "ema_decay", "data", "wall_s", "torch",
                                                            "diffusers")},
+        "regen_prior": _regen_prior(test_info),
         "training_runs": {k: {"run": str(p), **_jsonl_last(p / "metrics.jsonl")} for k, p in runs.items()},
         "test_sets": test_info,
         "commands": cmd_lines,
@@ -336,7 +348,10 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
     lines += ["Scores: fake = positive. EER: interpolated ROC. acc@cal uses the bundle threshold (1 % FPR on val "
               "reals). Test set names: `heldout/<generator>` = held-out real crops vs that generator's fakes of the "
               "same crops; `heldout_lowres/regen` = the regenerated faces vs the same reals resized to the "
-              "prior's side and back (resolution-matched control).", ""]
+              "prior's side and back (resolution-matched control). Frame model: `n_videos` counts single-face identities "
+              "plus videos (4 real + 4 fake), `n_frames` the crops. Temporal model: only the 4 + 4 videos score; "
+              "`n_frames` counts DiffFake pairs, `frame_auc` is the pair-level AUC, `video_auc` the AUC of the mean "
+              "pair log-likelihood per video.", ""]
     lines += ["## Data and licences", ""]
     d = man["provenance"]["data"]
     for k, v in d["used"].items():

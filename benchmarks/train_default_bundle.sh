@@ -12,9 +12,9 @@ T=.venv/bin/fakewatch-train
 PY=.venv/bin/python
 R=runs/default-bundle
 SPLIT=data-cache/default-bundle/split
-TEST=data-cache/default-bundle/testsets
+TEST=data-cache/default-bundle/testsets2
 CFG=trainer/configs/default-bundle
-STEPS_ANL=${STEPS_ANL:-500}
+STEPS_ANL=${STEPS_ANL:-800}
 STEPS_DF=${STEPS_DF:-500}
 OUT=${OUT:-detectors/bundles/default}
 
@@ -48,6 +48,17 @@ if [ ! -d $PRIOR ]; then
   mkdir -p $R/snap && cp -r $PR $PRIOR && kill $PID && wait $PID || true
 fi
 
+# 3b. a second, separately trained prior (seed 1), used ONLY as the unseen "regen" test generator:
+#     EMA snapshot of its step-600 save (run then stopped)
+RPRIOR=$R/snap/prior-regen-step600
+if [ ! -d $RPRIOR ]; then
+  echo "$T --runs $R prior --config $CFG/prior-regen.yaml  # stopped after the step-600 save" >> $CMDS
+  $T --runs $R prior --config $CFG/prior-regen.yaml & PID=$!
+  sleep 5; PR=$(newest $R/prior)/prior
+  until grep -q '"step": 600' $PR/provenance.json 2>/dev/null; do sleep 5; done
+  mkdir -p $R/snap && cp -r $PR $RPRIOR && kill $PID && wait $PID || true
+fi
+
 # 4. ANL frame detector (regulariser on) and its ablation (off): same backbone, data, schedule, seed
 #    (the shipped runs ran concurrently; sequential here)
 run $T --runs $R fit --method anl --config $CFG/anl.yaml --data $SPLIT --set train.steps=$STEPS_ANL \
@@ -62,13 +73,13 @@ run $T --runs $R fit --method difffake --config $CFG/difffake.yaml --data $SPLIT
 DF=$(newest $R/difffake)/fit
 
 # 6. test sets from the held-out TEST identities only (never trained on): sbi, difffake, blend, regen (+ low-res control)
-run $PY benchmarks/default_bundle_data.py testsets $SPLIT $TEST --prior $PRIOR --strength 0.3 --steps 20
+run $PY benchmarks/default_bundle_data.py testsets $SPLIT $TEST --prior $RPRIOR --strength 0.2 --steps 20
 
 # 7. bundles (thresholds calibrated on the val split at 1 % FPR), the ablation bundle, evaluation
 run $T --runs $R bundle --out $OUT --frame $ANL_ON/best.pt --difffake $DF/checkpoint.pt \
-   --calib-data $SPLIT --calib-split val --target-fpr 0.01 --name fakewatch-default --version 1 --no-fp16
+   --calib-data $SPLIT --calib-split val --target-fpr 0.01 --name fakewatch-default --version 2 --no-fp16
 run $T --runs $R bundle --out $R/bundle-anl-off --frame $ANL_OFF/best.pt \
-   --calib-data $SPLIT --calib-split val --target-fpr 0.01 --name fakewatch-default-anl-off --version 1 --no-fp16
+   --calib-data $SPLIT --calib-split val --target-fpr 0.01 --name fakewatch-default-anl-off --version 2 --no-fp16
 run $T --runs $R eval --bundle $OUT --data $TEST --group-by dataset+method --out $R/eval-on
 run $T --runs $R eval --bundle $R/bundle-anl-off --data $TEST --group-by dataset+method --out $R/eval-off
 
