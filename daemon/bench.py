@@ -247,24 +247,18 @@ def run_baseline(clip: Path, seconds: float, detector, manifest) -> PhaseResult:
 
 
 def paced_source_class():
-    """An AvSource that releases frames at their presentation time (a live stream from a file)."""
-    from daemon.sources.av import AvSource
+    """An AvSource reading its file at the native frame rate (a live stream made from a file).
+
+    The pacing happens in the reader thread, before sampling, like a camera; pacing the hand-off
+    instead would let the reader race ahead and fill its live buffer, and count those frames as
+    queue_full drops that no real camera would cause.
+    """
+    from daemon.sources.av import AvSource, AvSourceSettings
 
     class PacedAvSource(AvSource):
-        async def run(self, emit):  # type: ignore[override]
-            start: list[float] = []
-
-            async def paced(frame):
-                if not frame.end_of_stream:
-                    if not start:
-                        start.extend([time.monotonic(), frame.pts])
-                    delay = start[0] + (frame.pts - start[1]) - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    frame.received_at = time.monotonic()
-                return await emit(frame)
-
-            await super().run(paced)
+        def __init__(self, stream_id, url, metrics, settings=None):
+            settings = settings or AvSourceSettings(live=True)
+            super().__init__(stream_id, url, metrics, settings.model_copy(update={"realtime": True}))
 
     return PacedAvSource
 

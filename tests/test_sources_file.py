@@ -265,3 +265,38 @@ def test_scrub_text_mentioning_the_url():
     msg = "Connection to rtsp://admin:p%40ss@127.0.0.1/x failed; user admin:p%40ss"
     out = scrub(msg, url)
     assert "p%40ss" not in out and "rtsp://***@127.0.0.1/x" in out
+
+
+async def test_realtime_releases_frames_at_their_presentation_time(clip: Path):
+    """realtime paces the reader itself (a camera made from a file): frames are not released
+    faster than their pts advance, and with a live buffer nothing is dropped as queue_full."""
+    m = Metrics()
+    src = AvSource("rt", str(clip), m, AvSourceSettings(analysis_fps=5, live=True, realtime=True,
+                                                        reconnect=ReconnectPolicy(max_attempts=0)))
+    out = [f for f in await collect(src) if not f.end_of_stream]
+    assert len(out) >= 8  # 2 s at 5 fps
+    span_pts = out[-1].pts - out[0].pts
+    span_wall = out[-1].received_at - out[0].received_at
+    assert span_wall >= 0.9 * span_pts  # lower bound only: a loaded machine can only be slower
+    assert not val(m, "fakewatch_frames_dropped_total", stream="rt", reason="queue_full")
+
+
+async def test_loop_replays_without_reconnect_backoff(clip: Path):
+    m = Metrics()
+    src = AvSource("lp", str(clip), m, AvSourceSettings(analysis_fps=None, live=True, loop=True))
+    got: list[Frame] = []
+
+    async def on_frame(f: Frame) -> None:
+        if len(got) >= 120:  # more than two passes over the 50-frame clip
+            await src.stop()
+
+    async def emit(f: Frame) -> bool:
+        got.append(f)
+        await on_frame(f)
+        return True
+
+    await asyncio.wait_for(src.run(emit), 30)
+    frames = [f for f in got if not f.end_of_stream]
+    assert len(frames) >= 100
+    assert all(b.pts > a.pts for a, b in zip(frames, frames[1:]))  # continuous across replays
+    assert not val(m, "fakewatch_stream_reconnects_total", stream="lp")

@@ -79,6 +79,10 @@ class AvSourceSettings(StrictModel):
         None, ge=16, description="downscale analysed frames so that their longer side is at most this"
     )
     loop: bool = Field(False, description="replay a file forever (demos, soak tests)")
+    realtime: bool = Field(
+        False, description="read a file at its native frame rate, like a camera (ffmpeg -re); with live: true it "
+        "simulates a live stream (demos, bench, soak)"
+    )
     apply_rotation: bool = Field(True, description="apply the display rotation metadata (upright faces)")
     buffer_frames: int = Field(4, ge=1, le=256, description="decoded frames waiting between reader and pipeline")
     av_options: dict[str, str] = Field(
@@ -200,6 +204,9 @@ class AvSource(Source):
                 self._count_error(error.kind)
             if self._seq > delivered_before:
                 attempt = 0  # the stream worked for a while: backoff starts over
+            if self.settings.loop and error is None and self._seq > delivered_before:
+                log.info("stream %s: end of file, looping", self.stream_id)  # no backoff: a replay, not a fault
+                continue
             if not self.live:
                 if error is None and self._seq == delivered_before and not self._stop_requested:
                     error = SourceError("no_frames", f"{self.display_url}: no decodable video frames")
@@ -207,9 +214,6 @@ class AvSource(Source):
                 if error is not None:
                     self._fail(error)
                     return
-                if self.settings.loop and self._seq > delivered_before:
-                    log.info("stream %s: end of file, looping", self.stream_id)
-                    continue
                 self._set_state(StreamState.ENDED, f"end of file after {self._seq} frames")
                 return
             # live: EOF or error -> reconnect with backoff (except errors that cannot heal)
@@ -381,6 +385,7 @@ class AvSource(Source):
             decode_cost = 0.0
             bad_packets = 0
             session_first_pts: float | None = None
+            pace: tuple[float, float] | None = None  # (monotonic, pts) of the first frame, for realtime
             for packet in container.demux(stream):
                 session.progress = time.monotonic()
                 if session.stop.is_set():
@@ -423,6 +428,13 @@ class AvSource(Source):
                         self._pts_offset += self._last_pts - pts + frame_period
                         pts = self._last_pts + frame_period
                     self._last_pts = pts
+                    if s.realtime:  # release frames at their presentation time, as a camera would
+                        if pace is None:
+                            pace = (time.monotonic(), pts)
+                        delay = pace[0] + (pts - pace[1]) - time.monotonic()
+                        if delay > 0 and session.stop.wait(delay):
+                            return session.frames
+                        session.progress = time.monotonic()
                     if not self._sample(pts):
                         self.metrics.drop(self.stream_id, "sampled_out")
                         continue
