@@ -163,19 +163,24 @@ def default_clip(seconds: float = 10.0, fps: float = 25.0) -> Path:
 
 
 def torch_classifier(manifest) -> tuple[Any, int, str]:
-    """(eager torch model, input size, description): the bundle's frame backbone, random weights."""
-    import timm
+    """(eager torch model, input size, description): the bundle's frame architecture, random weights.
+
+    Built with ``detectors.models`` (timm names and ``tiny_cnn``), i.e. the same module the trainer
+    exports, so the baseline and the pipeline run the same network.
+    """
     import torch
+
+    from detectors.models.frame import build_frame_detector
 
     name = manifest.frame.backbone if manifest is not None and manifest.frame is not None else "efficientnet_b0"
     size = manifest.frame.input_size if manifest is not None and manifest.frame is not None else 224
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=1)
-        desc = f"timm {name}"
-    except Exception as e:  # noqa: BLE001 - a non-timm backbone name: say so and use a stand-in
-        log.warning("backbone %r is not a timm model (%s); baseline uses efficientnet_b0", name, e)
-        model = timm.create_model("efficientnet_b0", pretrained=False, num_classes=1)
-        desc = f"timm efficientnet_b0 (stand-in for {name})"
+        model = build_frame_detector(name)
+        desc = name
+    except Exception as e:  # noqa: BLE001 - an unknown backbone name: say so and use a stand-in
+        log.warning("backbone %r cannot be built (%s); baseline uses efficientnet_b0", name, e)
+        model = build_frame_detector("efficientnet_b0")
+        desc = f"efficientnet_b0 (stand-in for {name})"
     model.eval()
     torch.set_grad_enabled(False)
     return model, size, desc + ", random weights (speed only)"
