@@ -159,3 +159,14 @@ def test_build_bundle_roundtrip_and_daemon_scoring(exported, tmp_path):
 def test_build_bundle_needs_a_model(tmp_path):
     with pytest.raises(ex.ExportError, match="needs a frame model"):
         ex.build_bundle(tmp_path / "b")
+
+
+def test_exported_onnx_carries_no_build_machine_paths(exported):
+    """The dynamo exporter records Python stack traces (with local file paths) per node; export strips them."""
+    import onnx
+
+    out, *_ = exported
+    for f in ("frame.onnx", "embed.onnx"):
+        m = onnx.load(str(out / f))
+        assert all(len(n.metadata_props) == 0 for n in m.graph.node), f
+        assert b"site-packages" not in (out / f).read_bytes()

@@ -90,9 +90,36 @@ def export_onnx(
                 dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}}, opset_version=opset, dynamo=False,
             )
     seconds = time.perf_counter() - t0
+    strip_debug_metadata(path)
     check_onnx(path, output_name)
     log.info("exported %s with the %s exporter (opset %d) in %.1f s", path, exporter, opset, seconds)
     return {"path": str(path), "exporter": exporter, "opset": opset, "seconds": round(seconds, 2)}
+
+
+def strip_debug_metadata(path: str | Path) -> int:
+    """Remove the exporter's per-node debug metadata (Python stack traces with the build machine's
+    file paths) from an ONNX file in place; returns how many entries were removed. Weights and
+    graph are untouched."""
+    import onnx
+
+    m = onnx.load(str(path))
+    removed = 0
+
+    def walk(graph) -> None:
+        nonlocal removed
+        for node in graph.node:
+            removed += len(node.metadata_props)
+            del node.metadata_props[:]
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(m.graph)
+    if removed:
+        onnx.save(m, str(path))
+    return removed
 
 
 def check_onnx(path: str | Path, output_name: str | None = None) -> None:
