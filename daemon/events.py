@@ -17,8 +17,12 @@ EVENT_KINDS = ("start", "update", "end")
 ALERT_KINDS = ("threshold", "spike", "sustained")
 
 
-def event_id(stream_id: str, track_id: int, event: str, seq: int) -> str:
-    h = hashlib.sha256(f"{stream_id}\x00{track_id}\x00{event}\x00{seq}".encode()).hexdigest()
+def event_id(stream_id: str, track_id: int, event: str, seq: int, content: str = "") -> str:
+    """Deterministic id: the same event (same stream, track, kind, last frame AND the same content)
+    always gets the same id, so consumers can de-duplicate replays. ``content`` is a canonical
+    digest of what the event says: after a crash without a state snapshot, a replay can rebuild a
+    track with less history, and that different verdict must not reuse the id of the first one."""
+    h = hashlib.sha256(f"{stream_id}\x00{track_id}\x00{event}\x00{seq}\x00{content}".encode()).hexdigest()
     return h[:32]
 
 
@@ -46,7 +50,11 @@ class VerdictEvent:
         if self.event not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {self.event!r}")
         if not self.id:
-            self.id = event_id(self.stream_id, self.track_id, self.event, self.seq_last)
+            content = json.dumps(
+                [self.seq_first, self.frames, self.score, self.verdict, self.alert, self.scores, self.evidence],
+                sort_keys=True, separators=(",", ":"), default=str,
+            )
+            self.id = event_id(self.stream_id, self.track_id, self.event, self.seq_last, content)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

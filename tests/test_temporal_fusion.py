@@ -224,8 +224,13 @@ def test_no_alerts_for_real_track_and_event_sequence():
     assert all(e.alert is None for e in events)
     assert events[-1].verdict == "real" and events[-1].frames == 30
     assert events[0].models == {"frame": "tiny@1"}
-    # deterministic ids: hash of stream, track, kind, last seq
-    assert events[0].id == event_id("cam", 1, "start", events[0].seq_last)
+    # deterministic ids: hash of stream, track, kind, last seq and the event's content
+    assert events[0].id != event_id("cam", 1, "start", events[0].seq_last)  # content is part of the id
+    import dataclasses
+
+    changed = dataclasses.replace(events[0], id="", score=events[0].score + 0.1)
+    assert changed.id != events[0].id  # same frame, different verdict content: a different event
+    assert dataclasses.replace(events[0], id="").id == events[0].id
     again = StreamFusion("cam", cfg, frame_threshold=0.5, models={"frame": "tiny@1"})
     ev2 = _run(again, [0.05] * 30, fps=5.0, start_at=2)
     ev2.append(again.end(1))
