@@ -1,7 +1,7 @@
 """Verdict events: the versioned JSON every sink emits (stdout, JSONL, webhook, Kafka).
 
 Schema: ``docs/schemas/verdict-event.v1.json``. Event ids are deterministic (a hash of stream,
-track, event kind and the last frame sequence the event covers), so a replay of the same frames
+track, event kind, the last frame sequence the event covers and the event content), so a replay of the same frames
 after a crash produces the same ids and consumers can de-duplicate.
 """
 
