@@ -52,14 +52,16 @@ class MiniPipeline:
                     continue  # e.g. the source's own end marker at shutdown: no tracks, no verdicts
                 st = self.state.setdefault(f.stream_id, {"frames": 0, "last_seq": -1})
                 if f.end_of_stream:
-                    ev = VerdictEvent(f.stream_id, 0, "end", 0, max(st["last_seq"], 0), 0.0, 0.0, st["frames"], 0.0,
+                    # content is a pure function of the stream's frames (not of this process's counters), so a
+                    # replay after a crash or a rewind reproduces identical events and ids
+                    ev = VerdictEvent(f.stream_id, 0, "end", 0, max(st["last_seq"], 0), 0.0, 0.0, max(st["last_seq"], 0) + 1, 0.0,
                                       "real")
                     self.ended.append(f.stream_id)
                 else:
                     st["frames"] += 1
                     st["last_seq"] = f.seq
                     self.frames_seen.append((f.stream_id, f.seq))
-                    ev = VerdictEvent(f.stream_id, 0, "update", f.seq, f.seq, f.pts, f.pts, st["frames"], 0.1, "real")
+                    ev = VerdictEvent(f.stream_id, 0, "update", f.seq, f.seq, f.pts, f.pts, f.seq + 1, 0.1, "real")
                 for s in self.sinks:
                     await s.emit([ev])
             finally:
