@@ -135,6 +135,17 @@ def _input_error(item: str, why: str) -> None:
     shown = redact_url(item)
     _err(why if why.startswith(shown) else f"{shown}: {why}")
 
+def _run_inputs(main, ids: dict):
+    """Run a scan/demo coroutine; one error line for a fatal error (None) or per failed input."""
+    try:
+        result = asyncio.run(main())
+    except Exception as e:  # noqa: BLE001
+        _err(_one_line(e))
+        return None
+    for sid, why in result.failed.items():
+        _input_error(ids.get(sid, sid), why)
+    return result
+
 
 def stream_id_for(path_or_url: str, taken: set[str]) -> str:
     """A label-safe, unique stream id from a file name or URL path."""
@@ -448,13 +459,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return await run_daemon(cfg, extra_sinks=[collect], stop=stop, serve_http=False)
 
     t0 = time.monotonic()
-    try:
-        result = asyncio.run(main())
-    except Exception as e:  # noqa: BLE001
-        _err(_one_line(e))
+    result = _run_inputs(main, ids)
+    if result is None:
         return EXIT_FAILED
-    for sid, why in result.failed.items():
-        _input_error(ids.get(sid, sid), why)
     print_identity_table(collect.events, title=f"fakewatch scan: {len(ids)} input(s), {time.monotonic() - t0:.1f} s")
     if args.jsonl:
         print(f"{len(collect.events)} event(s) written to {args.jsonl}")
@@ -509,13 +516,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         return await run_daemon(cfg, extra_sinks=[collect], stop=stop, on_ready=ready, linger=keep)
 
-    try:
-        result = asyncio.run(main())
-    except Exception as e:  # noqa: BLE001
-        _err(_one_line(e))
+    result = _run_inputs(main, ids)
+    if result is None:
         return EXIT_FAILED
-    for sid, why in result.failed.items():
-        _input_error(ids.get(sid, sid), why)
     return EXIT_OK if not result.failed else EXIT_FAILED
 
 
