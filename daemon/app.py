@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from daemon.temporal import StreamTemporal, TemporalModel
 from daemon.tracking import Tracker
 from daemon.types import Frame, StreamState, end_marker
 from detectors.bundle import Bundle
+from detectors.faces.roi import RegionPlanner
 
 log = logging.getLogger("fakewatch.pipeline")
 
@@ -55,9 +57,19 @@ class Daemon:
         metrics: Metrics,
         runtime: str = "auto",
         plan_dir: Path | None = None,
+        regions: RegionPlanner | None = None,
     ):
-        """``plan_dir``: TensorRT engine cache (default ``<bundle>/plans``; bundles are often read-only)."""
+        """``plan_dir``: TensorRT engine cache (default ``<bundle>/plans``; bundles are often read-only).
+
+        ``regions``: per-stream region passes between full-frame detections
+        (:mod:`detectors.faces.roi`); None: every analysed frame gets a full pass.
+        """
         self.cfg = cfg
+        if regions is not None and not getattr(face_pipeline, "supports_regions", False):
+            log.info("face detector %s cannot search regions; every frame gets a full pass",
+                     getattr(face_pipeline, "name", "?"))
+            regions = None
+        self.regions = regions
         self.plan_dir = plan_dir
         self.faces = face_pipeline
         self.bundle = bundle
@@ -293,6 +305,8 @@ class Daemon:
     def forget_stream(self, stream_id: str) -> None:
         """Drop a stream's state without end events (partition revoked); queued frames are dropped."""
         ctx = self._streams.pop(stream_id, None)
+        if self.regions is not None:
+            self.regions.forget(stream_id)
         self._drop_frames(self._intake.drain_nowait(stream_id), "revoked")
         if ctx is None:
             return
@@ -385,8 +399,8 @@ class Daemon:
 
     async def _detect(self, batch: list[Frame]) -> dict[int, list]:
         """Face observations per frame (keyed by ``id(frame)``); bad frames are dropped here."""
-        m = self.metrics
         frames = []
+        ended = [f.stream_id for f in batch if f.end_of_stream]
         for f in batch:
             if f.end_of_stream:
                 continue
@@ -396,20 +410,40 @@ class Daemon:
                 self._drop(f, "bad_frame")
                 continue
             frames.append(f)
-        if not frames:
-            return {}
+        try:
+            return await self._detect_frames(frames) if frames else {}
+        finally:
+            if self.regions is not None:
+                for sid in ended:  # after this batch's frames of the stream were detected
+                    self.regions.forget(sid)
+
+    async def _detect_frames(self, frames: list[Frame]) -> dict[int, list]:
+        m = self.metrics
+        planner = self.regions
         t0 = time.perf_counter()
         try:
-            obs = await asyncio.get_running_loop().run_in_executor(
-                self._face_executor, self.faces.process_many, [f.image for f in frames]
-            )
+            if planner is None:
+                obs = await asyncio.get_running_loop().run_in_executor(
+                    self._face_executor, self.faces.process_many, [f.image for f in frames]
+                )
+                plans = [None] * len(frames)
+            else:
+                obs, plans = await asyncio.get_running_loop().run_in_executor(
+                    self._face_executor,
+                    partial(self.faces.process_planned, [f.image for f in frames], [f.stream_id for f in frames],
+                            planner, [f.pts for f in frames]),
+                )
         except asyncio.CancelledError:
             raise
         except Exception as e:  # e.g. a corrupt frame: drop this batch, keep going
             log.error("face stage failed on %d frames: %s", len(frames), e)
             for f in frames:
                 self._drop(f, "bad_frame")
+                if planner is not None:
+                    planner.forget(f.stream_id)
             return {}
+        for plan in plans:
+            m.detect_passes.labels("full" if plan is None else "regions").inc()
         dt = (time.perf_counter() - t0) / len(frames)
         results = {}
         for f, o in zip(frames, obs, strict=True):

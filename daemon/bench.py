@@ -146,15 +146,26 @@ class PhaseResult:
 # --- clip ----------------------------------------------------------------------------------------------
 
 
-def default_clip(seconds: float = 10.0, fps: float = 25.0) -> Path:
-    """A cached 1280x720 H.264 clip of the six-face group photo, slowly panning/zooming."""
+SCENES = {
+    "single": "one moving face (scikit-image's astronaut), like a talking head or a news presenter",
+    "group": "six moving faces (insightface's t1 group photo), a crowded shot",
+}
+
+
+def default_clip(seconds: float = 10.0, fps: float = 25.0, scene: str = "group") -> Path:
+    """A cached 1280x720 H.264 clip of ``scene`` (see :data:`SCENES`), slowly panning/zooming."""
     from daemon.demo import cache_dir
     from detectors import samples
 
-    p = cache_dir() / f"bench-720p-{int(seconds)}s.mp4"
+    if scene not in SCENES:
+        raise ValueError(f"unknown scene {scene!r}; expected one of {sorted(SCENES)}")
+    name = f"bench-720p-{int(seconds)}s.mp4" if scene == "group" else f"bench-720p-{scene}-{int(seconds)}s.mp4"
+    p = cache_dir() / name
     if not p.is_file():
         tmp = p.with_suffix(".tmp.mp4")
-        samples.write_video(tmp, samples.moving_frames(samples.group_photo(), int(seconds * fps), (1280, 720), zoom=1.1), fps=fps)
+        image = samples.group_photo() if scene == "group" else samples.astronaut()
+        zoom = 1.1 if scene == "group" else 1.15
+        samples.write_video(tmp, samples.moving_frames(image, int(seconds * fps), (1280, 720), zoom=zoom), fps=fps)
         tmp.replace(p)
     return p
 
@@ -396,7 +407,8 @@ def main(args: argparse.Namespace) -> int:
     if args.streams < 1 or args.fps <= 0 or args.seconds <= 0:
         _err("--streams, --fps and --seconds must be positive")
         return 2
-    clip = Path(args.clip) if args.clip else default_clip()
+    scene = getattr(args, "scene", "single")
+    clip = Path(args.clip) if args.clip else default_clip(scene=scene)
     if not clip.is_file():
         _err(f"{clip}: clip not found")
         return 2
@@ -406,7 +418,8 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, BundleError) as e:
         _err(str(e))
         return 2
-    print(f"fakewatch bench: clip {clip}, {args.streams} stream(s), {args.fps:g} fps, {args.seconds:g} s per run "
+    what = "" if args.clip else f" ({scene}: {SCENES[scene]})"
+    print(f"fakewatch bench: clip {clip}{what}, {args.streams} stream(s), {args.fps:g} fps, {args.seconds:g} s per run "
           f"(+{WARMUP_S:g} s warm-up)", flush=True)
     results: list[PhaseResult] = []
     if not args.no_baseline:

@@ -267,6 +267,17 @@ async def run_daemon(
     return RunResult(sources, failed, interrupted)
 
 
+def region_planner(faces_cfg: Any, face_pipeline: Any) -> Any:
+    """The face stage's region planner (None when disabled or the detector cannot search regions)."""
+    from detectors.faces.roi import RegionPlanner
+
+    r = faces_cfg.regions
+    if not r.enabled or not getattr(face_pipeline, "supports_regions", False):
+        return None
+    return RegionPlanner(r.full_interval_s, r.full_every, r.expand, r.face_px, full_cost_px=face_pipeline.full_pass_pixels,
+                         full_scale=face_pipeline.full_pass_scale)
+
+
 def build_daemon(cfg: Any, metrics: Any, extra_sinks: list[Sink] = ()) -> tuple[Any, list[Sink]]:  # type: ignore[assignment]
     """(daemon, sinks) from a validated config: loads the bundle and the face models (slow)."""
     from daemon.app import Daemon
@@ -280,7 +291,7 @@ def build_daemon(cfg: Any, metrics: Any, extra_sinks: list[Sink] = ()) -> tuple[
     if cfg.bundle.threads is not None and getattr(pipeline, "threads", 0) is None:
         pipeline = pipeline.model_copy(update={"threads": cfg.bundle.threads})
     daemon = Daemon(pipeline, face_pipeline, bundle, sinks, metrics, runtime=cfg.bundle.runtime,
-                    plan_dir=cfg.bundle.plan_dir)
+                    plan_dir=cfg.bundle.plan_dir, regions=region_planner(cfg.faces, face_pipeline))
     return daemon, sinks
 
 
@@ -616,7 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="throughput: pipeline with N live-paced streams vs a naive baseline")
-    b.add_argument("--clip", help="video to use (default: a generated 720p clip with faces)")
+    b.add_argument("--clip", help="video to use (default: a generated 720p clip of --scene)")
+    b.add_argument("--scene", choices=["single", "group"], default="single",
+                   help="generated clip: one moving face (default) or six (a crowded shot)")
     b.add_argument("--streams", type=int, default=2)
     b.add_argument("--fps", type=float, default=5.0, help="analysed fps per stream")
     b.add_argument("--seconds", type=float, default=20.0, help="duration of each measurement")

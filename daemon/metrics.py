@@ -83,6 +83,10 @@ class Metrics:
 
         # faces, tracks, scores, verdicts
         self.faces = Counter(f"{p}_faces_detected_total", "Faces detected", ["stream"], registry=r)
+        self.detect_passes = Counter(
+            f"{p}_detect_passes_total", "Face-detection passes by mode (full frame | regions around last faces)",
+            ["mode"], registry=r,
+        )
         self.tracks_started = Counter(f"{p}_tracks_started_total", "Face tracks confirmed", ["stream"], registry=r)
         self.tracks_ended = Counter(f"{p}_tracks_ended_total", "Face tracks ended", ["stream"], registry=r)
         self.tracks_active = Gauge(f"{p}_tracks_active", "Confirmed face tracks alive now", ["stream"], registry=r)

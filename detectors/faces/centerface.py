@@ -170,6 +170,8 @@ class CenterFaceDetector:
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
+        # The detector shares few cores with the bundle's models: idle ORT threads must sleep, not spin.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -212,10 +214,55 @@ class CenterFaceDetector:
             return []
         keep = nms(boxes, scores, self.nms_iou)
         h, w = image.shape[:2]
-        faces = []
-        for i in keep:
-            box = boxes[i] / np.tile(s, 2)
-            box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
-            box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
-            faces.append(Face(box=box.astype(np.float32), score=float(scores[i]), kps=(kps[i] / s).astype(np.float32)))
+        return [self._face(boxes[i], scores[i], kps[i], np.zeros(2, np.float32), s, w, h) for i in keep]
+
+    @staticmethod
+    def _face(box: np.ndarray, score: float, kps: np.ndarray, origin: np.ndarray, s: np.ndarray, w: int, h: int
+              ) -> Face:
+        """Network-input coordinates -> frame coordinates (frame = origin + net / s), box clipped."""
+        box = np.tile(origin, 2) + box / np.tile(s, 2)
+        box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
+        box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
+        return Face(box=box.astype(np.float32), score=float(score), kps=(origin + kps / s).astype(np.float32))
+
+    def detect_regions(self, image: np.ndarray, regions: np.ndarray, input_px: int = 128) -> list[Face]:
+        """Faces inside square ``regions`` (N, 4) of ``image``, all regions in one batched run.
+
+        Each region is resized to ``input_px`` (a multiple of 32); a detection is kept only when its
+        centre is in its region's inner half (see :mod:`detectors.faces.roi`); duplicates from
+        overlapping regions are suppressed with NMS.
+        """
+        from detectors.faces.roi import crop_region, inner_half
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
+        if input_px < 32 or input_px % 32:
+            raise ValueError(f"input_px must be a multiple of 32 and >= 32, got {input_px}")
+        regions = np.asarray(regions, np.float32).reshape(-1, 4)
+        if len(regions) == 0:
+            return []
+        h, w = image.shape[:2]
+        crops, maps = [], []
+        for r in regions:
+            crop, origin, s1 = crop_region(image, r, input_px)
+            s = np.array([s1, s1], np.float32)
+            crops.append(crop.transpose(2, 0, 1))
+            maps.append((origin, s))
+        blob = np.stack(crops).astype(np.float32)
+        heat, scale, offset, lms = self.session.run(self.output_names, {self.input_name: blob})
+        faces: list[Face] = []
+        for i, (r, (origin, s)) in enumerate(zip(regions, maps, strict=True)):
+            boxes, scores, kps = decode(heat[i], scale[i], offset[i], lms[i], self.threshold)
+            for j in nms(boxes, scores, self.nms_iou):
+                f = self._face(boxes[j], scores[j], kps[j], origin, s, w, h)
+                if inner_half(f.box, r):
+                    faces.append(f)
+        if len(faces) > 1:
+            keep = nms(np.stack([f.box for f in faces]), np.array([f.score for f in faces], np.float32), self.nms_iou)
+            faces = [faces[i] for i in keep]
         return faces
+
+    def network_pixels(self, width: int, height: int) -> int:
+        """Pixels of the network input of a full pass on a ``width`` x ``height`` frame."""
+        _, nw, nh = self.input_size(width, height)
+        return nw * nh

@@ -15,6 +15,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from detectors.faces.pipeline import FacePipeline
 
 
+class RegionsConfig(BaseModel):
+    """Region passes between full-frame detections (serving only; :mod:`detectors.faces.roi`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = Field(True, description="search only around last frame's faces between full passes (CenterFace)")
+    full_interval_s: float = Field(1.0, ge=0.0, le=60.0,
+                                   description="a full-frame pass at least every this many seconds of stream time")
+    full_every: int = Field(25, ge=1, le=1000, description="... and at least every N analysed frames per stream")
+    expand: float = Field(2.0, ge=1.2, le=6.0, description="region side = expand x the face's long side")
+    face_px: int = Field(64, ge=16, le=512,
+                         description="a face is seen at min(face_px, its full-pass size) pixels in a region pass")
+
+
 class FacesConfig(BaseModel):
     """Face detection / alignment / embedding settings.
 
@@ -28,6 +42,7 @@ class FacesConfig(BaseModel):
     embed: compute identity embeddings when the backend has a recogniser (InsightFace packs).
     device: "cpu" or "cuda" (ONNX Runtime providers, always passed explicitly).
     threads: ONNX Runtime intra-op threads for CenterFace (None: ORT's default).
+    regions: region passes between full-frame passes (daemon only; the trainer always runs full passes).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -44,6 +59,7 @@ class FacesConfig(BaseModel):
     embed: bool = Field(True, description="compute identity embeddings when the backend has a recogniser")
     device: Literal["cpu", "cuda"] = Field("cpu", description="ONNX Runtime device (providers passed explicitly)")
     threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads for CenterFace (null: ORT default)")
+    regions: RegionsConfig = Field(default_factory=RegionsConfig, description="region passes between full passes")
 
     @model_validator(mode="after")
     def _pack_needed(self) -> FacesConfig:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detectors.faces.align import align_face
+from detectors.faces.roi import RegionPlan, RegionPlanner
 from detectors.faces.types import Face, FaceDetector, FaceEmbedder
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,31 @@ class FacePipeline:
         kept.sort(key=face_quality, reverse=True)
         return kept[: self.max_faces]
 
-    def _observe(self, image: np.ndarray) -> tuple[list[FaceObservation], list[np.ndarray]]:
+    @property
+    def supports_regions(self) -> bool:
+        """True when the detector can search regions of a frame (``detect_regions``; CenterFace)."""
+        return callable(getattr(self.detector, "detect_regions", None))
+
+    def full_pass_pixels(self, width: int, height: int) -> int:
+        """Network pixels of a full-frame pass (for the region planner's cost check)."""
+        fn = getattr(self.detector, "network_pixels", None)
+        return int(fn(width, height)) if callable(fn) else width * height
+
+    def full_pass_scale(self, width: int, height: int) -> float:
+        """Resize factor of a full-frame pass (region passes never see faces smaller than this)."""
+        fn = getattr(self.detector, "input_size", None)
+        return float(fn(width, height)[0]) if callable(fn) else 1.0
+
+    def _detect(self, image: np.ndarray, plan: RegionPlan | None) -> list[Face]:
+        if plan is None:
+            return self.detector.detect(image)
+        return self.detector.detect_regions(image, plan.regions, plan.input_px)  # type: ignore[attr-defined]
+
+    def _observe(self, image: np.ndarray, plan: RegionPlan | None = None
+                 ) -> tuple[list[FaceObservation], list[np.ndarray]]:
         obs: list[FaceObservation] = []
         emb_crops: list[np.ndarray] = []
-        for f in self.select(self.detector.detect(image)):
+        for f in self.select(self._detect(image, plan)):
             try:
                 crop = align_face(image, f.kps, self.crop_size, self.crop_scale)
                 if self.embedder is not None and self._emb_geometry is not None:
@@ -117,13 +139,56 @@ class FacePipeline:
         """Faces of one RGB uint8 HxWx3 image, best quality first."""
         return self.process_many([image])[0]
 
-    def process_many(self, images: Iterable[np.ndarray]) -> list[list[FaceObservation]]:
-        """Faces of several images; all their crops are embedded in one batch."""
+    def process_many(
+        self,
+        images: Iterable[np.ndarray],
+        regions: Sequence[RegionPlan | None] | None = None,
+    ) -> list[list[FaceObservation]]:
+        """Faces of several images; all their crops are embedded in one batch.
+
+        ``regions``: per image, None (search the whole frame) or a :class:`RegionPlan` of squares
+        to search instead (:mod:`detectors.faces.roi`; needs :attr:`supports_regions`).
+        """
+        images = list(images)
+        if regions is None:
+            regions = [None] * len(images)
+        elif len(regions) != len(images):
+            raise ValueError(f"{len(regions)} region lists for {len(images)} images")
+        elif not self.supports_regions and any(r is not None for r in regions):
+            raise ValueError(f"face detector {self.detector.name} cannot search regions")
+        return self._process(images, lambda i: regions[i], lambda i, obs: None)
+
+    def process_planned(
+        self, images: Sequence[np.ndarray], keys: Sequence[object], planner: RegionPlanner,
+        pts: Sequence[float | None] | None = None,
+    ) -> tuple[list[list[FaceObservation]], list[RegionPlan | None]]:
+        """Like :meth:`process_many`, with each image's pass chosen by ``planner`` for its stream
+        ``keys[i]`` (stream time ``pts[i]``), in order, so a later frame of a stream uses the faces
+        an earlier one just found.
+
+        Returns (observations per image, the plan each image used: None = full pass).
+        """
+        if len(keys) != len(images):
+            raise ValueError(f"{len(keys)} stream keys for {len(images)} images")
+        plans: list[RegionPlan | None] = [None] * len(images)
+
+        def plan(i: int) -> RegionPlan | None:
+            plans[i] = planner.plan(keys[i], images[i].shape, pts[i] if pts is not None else None
+                                    ) if self.supports_regions else None
+            return plans[i]
+
+        def done(i: int, obs: list[FaceObservation]) -> None:
+            planner.update(keys[i], images[i].shape, [o.face for o in obs], plans[i])
+
+        return self._process(list(images), plan, done), plans
+
+    def _process(self, images: list[np.ndarray], plan_of, on_done) -> list[list[FaceObservation]]:
         per_image: list[list[FaceObservation]] = []
         all_obs: list[FaceObservation] = []
         all_crops: list[np.ndarray] = []
-        for image in images:
-            obs, crops = self._observe(image)
+        for i, image in enumerate(images):
+            obs, crops = self._observe(image, plan_of(i))
+            on_done(i, obs)
             per_image.append(obs)
             all_obs.extend(obs)
             all_crops.extend(crops)
