@@ -3,7 +3,7 @@
 The stages themselves are wired by :class:`daemon.app.Daemon` (see docs/pipeline.md)::
 
     sources --emit--> intake FrameQueue (bounded; live: drop-oldest, files: wait)
-      -> face stage task (FacePipeline.process_many in its own thread, frames of all streams)
+      -> face stage task (FacePipeline.process_planned in its own thread, frames of all streams)
       -> per-stream queue (bounded) -> per-stream worker task, frames in order:
            tracking embedding (ArcFace from the face backend, else the bundle's model, batched)
            -> tracker -> frame model (MicroBatcher across streams) + DiffFake embeddings when due
