@@ -65,11 +65,7 @@ class Daemon:
         (:mod:`detectors.faces.roi`); None: every analysed frame gets a full pass.
         """
         self.cfg = cfg
-        if regions is not None and not getattr(face_pipeline, "supports_regions", False):
-            log.info("face detector %s cannot search regions; every frame gets a full pass",
-                     getattr(face_pipeline, "name", "?"))
-            regions = None
-        self.regions = regions
+        self.regions = regions  # FacePipeline.process_planned runs full passes if the detector cannot do regions
         self.plan_dir = plan_dir
         self.faces = face_pipeline
         self.bundle = bundle

@@ -152,7 +152,7 @@ SCENES = {
 }
 
 
-def default_clip(seconds: float = 10.0, fps: float = 25.0, scene: str = "group") -> Path:
+def default_clip(seconds: float = 10.0, fps: float = 25.0, scene: str = "single") -> Path:
     """A cached 1280x720 H.264 clip of ``scene`` (see :data:`SCENES`), slowly panning/zooming."""
     from daemon.demo import cache_dir
     from detectors import samples
