@@ -91,6 +91,70 @@ def cmd_split(prepared: Path, out: Path) -> dict:
     return summary
 
 
+def cmd_pack(split_dir: Path, out: Path, splits: list[str], quality: int, first_part_mb: float, prior_size: int) -> dict:
+    """Pack a split's crops for a machine that cannot see ``data-cache`` (the lent GPU: 64 MiB per call).
+
+    Writes ``out/pack-a.tar`` (the prior's train crops at ``prior_size`` px, PIL bilinear = the prior's own
+    resize, plus the first crops up to ``first_part_mb``; ``a/manifest.jsonl`` lists those) and
+    ``out/pack-b.tar`` (the rest and the full ``manifest.jsonl``). Full crops are re-encoded as JPEG
+    ``quality`` at their prepared size (256 px); rows keep split, identity, landmarks.
+    """
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    rows = [r for r in _rows(split_dir) if r["split"] in splits and int(r.get("label", 0)) == 0]
+    rows.sort(key=lambda r: hashlib.sha256(r["path"].encode()).hexdigest())
+    out.mkdir(parents=True, exist_ok=True)
+    parts = {"a": tarfile.open(out / "pack-a.tar", "w"), "b": tarfile.open(out / "pack-b.tar", "w")}
+
+    def add(tar, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    manifest: list[dict] = []
+    part_rows: dict[str, list[dict]] = {"a": [], "b": []}
+    prior_rows: list[dict] = []
+    size_a = 0
+    for r in rows:
+        src = (split_dir / r["path"]).resolve()
+        img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"{src}: crop missing or unreadable")
+        name = f"crops/{hashlib.sha256(r['path'].encode()).hexdigest()[:20]}.jpg"
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        data = buf.tobytes()
+        if r["split"] == "train":
+            small = Image.fromarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)).resize((prior_size, prior_size), Image.BILINEAR)
+            b = io.BytesIO()
+            small.save(b, format="JPEG", quality=95)
+            pname = name.replace("crops/", f"prior{prior_size}/")
+            add(parts["a"], pname, b.getvalue())
+            prior_rows.append(dict(r, path=Path(pname).name))  # relative to prior<size>/
+            size_a += len(b.getvalue())
+        which = "a" if size_a + len(data) <= first_part_mb * 2**20 and not part_rows["b"] else "b"
+        if which == "a":
+            size_a += len(data)
+        add(parts[which], name, data)
+        row = dict(r, path=name)
+        manifest.append(row)
+        part_rows[which].append(row)
+    enc = lambda rs, up="": "".join(json.dumps(dict(x, path=up + x["path"])) + "\n" for x in rs).encode()  # noqa: E731
+    add(parts["a"], "a/manifest.jsonl", enc(part_rows["a"], "../"))
+    add(parts["a"], f"prior{prior_size}/manifest.jsonl", enc(prior_rows))
+    add(parts["b"], "manifest.jsonl", enc(manifest))
+    for t in parts.values():
+        t.close()
+    info = {"rows": len(manifest), "part_a_rows": len(part_rows["a"]), "part_b_rows": len(part_rows["b"]),
+            "prior_rows": len(prior_rows), "jpeg_quality": int(quality),
+            "pack_a_mb": round((out / "pack-a.tar").stat().st_size / 2**20, 1),
+            "pack_b_mb": round((out / "pack-b.tar").stat().st_size / 2**20, 1)}
+    (out / "pack.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
 def _load(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
@@ -379,6 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--prior")
     t.add_argument("--strength", type=float, default=0.3)
     t.add_argument("--steps", type=int, default=20)
+    k = sub.add_parser("pack", help="JPEG-pack a split's real crops into two tar parts (for the lent GPU)")
+    k.add_argument("split", type=Path)
+    k.add_argument("out", type=Path)
+    k.add_argument("--splits", default="train,val")
+    k.add_argument("--quality", type=int, default=92)
+    k.add_argument("--first-part-mb", type=float, default=34.0)
+    k.add_argument("--prior-size", type=int, default=64)
     z = sub.add_parser("finalize")
     z.add_argument("bundle", type=Path)
     z.add_argument("--split", type=Path, required=True)
@@ -393,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         kv = lambda xs: {x.split("=", 1)[0]: Path(x.split("=", 1)[1]) for x in xs}  # noqa: E731
         print(json.dumps(cmd_finalize(a.bundle, a.split, a.tests, a.prior, kv(a.run), kv(a.eval), a.commands, a.notes),
                          indent=1))
+        return 0
+    if a.cmd == "pack":
+        print(json.dumps(cmd_pack(a.split, a.out, a.splits.split(","), a.quality, a.first_part_mb, a.prior_size), indent=1))
         return 0
     if a.cmd == "split":
         print(json.dumps(cmd_split(a.prepared, a.out), indent=1))

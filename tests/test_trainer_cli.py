@@ -180,3 +180,23 @@ def test_bad_input_exits_2_naming_the_file(pipeline, tmp_path, capsys):
         assert main(["--runs", str(runs), *argv]) == 2, argv
         err = capsys.readouterr().err
         assert needle in err, (argv, err)
+
+
+def test_pair_dataset_augments_the_train_split_only(pipeline):
+    # data.augment reaches the train pairs (and only them): val AUC and best.pt are measured on clean inputs
+    import torch
+
+    from trainer.train_loop import build_pair_dataset
+
+    _, _, prep, _ = pipeline
+    dcfg = {"crops": str(prep), "kind": "sbi", "splits": {}, "val_fraction": 0.3,
+            "augment": {"p_hflip": 1.0, "p_rotate": 0.0, "p_rrc": 0.0, "p_hflip2": 0.0, "p_gray": 0.0, "p_noise": 0.0}}
+    train, val = build_pair_dataset(dcfg, "train", 64, 0), build_pair_dataset(dcfg, "val", 64, 0)
+    assert train.augment is not None and val.augment is None
+    plain = build_pair_dataset({**dcfg, "augment": False}, "train", 64, 0)
+    assert plain.augment is None
+    (ra, fa), (rp, fp) = train[0], plain[0]
+    # same pseudo-fake draw, detector inputs mirrored (the augmentation has its own random stream)
+    assert torch.allclose(ra, rp.flip(-1)) and torch.allclose(fa, fp.flip(-1))
+    with pytest.raises(ValueError, match="unknown augmentation keys"):
+        build_pair_dataset({**dcfg, "augment": {"p_flip": 1.0}}, "train", 64, 0)

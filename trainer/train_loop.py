@@ -373,7 +373,8 @@ def build_pair_dataset(dcfg: Mapping, split: str = "train", size: int = 256, see
 
     Real crops come from the prepared crop folder ``dcfg['crops']`` (``trainer.prepare`` output, label 0
     only). The split uses the manifest's split names ``dcfg['splits'][split]`` when any crop carries one of
-    them, else an identity-disjoint split (``val_fraction``) of all real crops.
+    them, else an identity-disjoint split (``val_fraction``) of all real crops. ``dcfg['augment']`` (see
+    :meth:`trainer.torchdata.DetectorAugment.from_spec`) augments the train split's detector inputs only.
     """
     from trainer.torchdata import PseudoFakePairs, crop_items, split_by_identity
 
@@ -388,7 +389,8 @@ def build_pair_dataset(dcfg: Mapping, split: str = "train", size: int = 256, see
     if not chosen:
         raise ValueError(f"{root}: no real crops for split {split!r}")
     return PseudoFakePairs(chosen, size=size, kind=dcfg.get("kind", "sbi"),
-                           landmarker=dcfg.get("landmarker", "template"), seed=seed + (0 if split == "train" else 1))
+                           landmarker=dcfg.get("landmarker", "template"), seed=seed + (0 if split == "train" else 1),
+                           augment=dcfg.get("augment") if split == "train" else None)
 
 
 def binary_auc(y: np.ndarray, s: np.ndarray) -> float:
