@@ -216,19 +216,24 @@ def temporal_video_logliks(bundle, items: list, batch: int = 32, seed: int = 0, 
     from detectors.difffake import GmmScorer, combine
 
     spec = bundle.manifest.temporal
-    emb = embeddings(bundle, [it.path for it in items], batch, runtime)
-    scorer = GmmScorer.from_arrays(bundle.load_gmm())
-    rng = np.random.default_rng(seed)
     by_video: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         by_video.setdefault(it.video_uid, []).append(i)
+    single = sorted(uid for uid, idx in by_video.items() if len(idx) < 2)
+    if single:  # single images (face datasets) have no pairs: one line, not one per image
+        log.info("DiffFake: %d of %d videos/tracks have fewer than 2 crops and give no pairs (e.g. %s)",
+                 len(single), len(by_video), ", ".join(single[:3]))
+    items = [items[i] for uid in sorted(by_video) if len(by_video[uid]) >= 2 for i in by_video[uid]]
+    by_video = {}
+    for i, it in enumerate(items):
+        by_video.setdefault(it.video_uid, []).append(i)
+    emb = embeddings(bundle, [it.path for it in items], batch, runtime) if items else np.zeros((0, 0))
+    scorer = GmmScorer.from_arrays(bundle.load_gmm())
+    rng = np.random.default_rng(seed)
     vids, labels, lls = [], [], []
     for uid in sorted(by_video):
         idx = by_video[uid]
         pairs = pair_indices(len(idx), rng, k)
-        if not pairs:
-            log.warning("%s: fewer than 2 crops, no DiffFake pairs", uid)
-            continue
         a = emb[[idx[i] for i, _ in pairs]]
         b = emb[[idx[j] for _, j in pairs]]
         ll = scorer.score_samples(combine(a, b, spec.combination))
