@@ -307,6 +307,37 @@ def _regen_prior(test_info: dict) -> dict | None:
                                                       "params", "ema_decay", "data", "command")}}
 
 
+def _used(split_info: dict) -> dict:
+    """What of ../shared/data the split holds (crop counts summed over train/val/test)."""
+    n: dict[str, int] = {}
+    for counts in (split_info.get("crops") or {}).values():
+        for k, v in counts.items():
+            n[k] = n.get(k, 0) + int(v)
+    return {"faces/congress_gpo": f"{n.get('congress_gpo_crops', 0)} images (one crop each)",
+            "faces/all_age_faces": f"{n.get('all_age_faces_crops', 0)} images (one crop each)",
+            "videos/*": f"{len(sum((split_info.get('videos') or {}).values(), []))} videos, "
+                        f"{n.get('video_crops', 0)} crops (32 evenly spaced frames each)"}
+
+
+def _ablation(ev: dict) -> list[str]:
+    """Frame AUC per test set and evaluated model side by side, plus mean(on) - mean(off) over seeds."""
+    names = list(ev)
+    sets = [r["set"] for r in ev[names[0]] if r.get("model") == "frame"]
+    auc = {n: {r["set"]: r.get("frame_auc") for r in ev[n] if r.get("model") == "frame"} for n in names}
+    on = [n for n in names if " on" in n.split(",")[0]]
+    off = [n for n in names if " off" in n.split(",")[0]]
+    head = ["set"] + names + (["mean on - mean off"] if on and off else [])
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for st in sets:
+        row = [st] + ["-" if auc[n].get(st) is None else f"{auc[n][st]:.4f}" for n in names]
+        if on and off:
+            mo = [auc[n][st] for n in on if auc[n].get(st) is not None]
+            mf = [auc[n][st] for n in off if auc[n].get(st) is not None]
+            row.append(f"{sum(mo) / len(mo) - sum(mf) / len(mf):+.4f}" if mo and mf else "-")
+        out.append("| " + " | ".join(row) + " |")
+    return out
+
+
 def _table(rows: list[dict], model: str) -> list[str]:
     cols = ["set", "n_videos", "n_frames", "frame_auc", "video_auc", "ap", "eer", "acc@0.5", "acc@cal", "threshold"]
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -338,10 +369,7 @@ def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path, runs: dict
     prov.update({
         "data": {
             "root": "../shared/data (see its README.md; real faces and real videos only, nothing fake)",
-            "used": {"faces/congress_gpo": "all 819 images", "faces/all_age_faces":
-                     "the first 696 of 5,957 records in sorted file-name order (serials 00000-01193: female, "
-                     "ages 2-19): the full prepare run was stopped there to save CPU time",
-                     "videos/*": "all 18 videos, 32 evenly spaced frames each"},
+            "used": _used(split_info),
             "licences": LICENCES,
             "crops": "detectors.faces pipeline (CenterFace, 5-point similarity to 256x256 at scale 1.3), largest face",
             "split": split_info,
@@ -387,7 +415,7 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
         "",
         "Shipped inside the package (`detectors.bundle.default_bundle_path()`); `fakewatch scan`, `demo`, `run` "
         "and `bench` load it when no `--bundle` is given. Trained ONLY on `../shared/data` (real faces and real "
-        "videos), with the project's own commands, on a shared 2-core CPU (no GPU, no pretrained weights).",
+        "videos), with the project's own commands, on a 2-core CPU (no GPU, no pretrained weights).",
         "",
         "| file | what |",
         "|---|---|",
@@ -404,6 +432,9 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
     if notes is not None and notes.is_file():
         lines += [notes.read_text().rstrip(), ""]
     lines += ["## Metrics (held-out TEST identities only; commands below)", ""]
+    if len(ev) > 1:
+        lines += ["### Frame AUC side by side (the ablation: ANL regulariser on vs off, same backbone, data, "
+                  "schedule and seeds)", ""] + _ablation(ev) + [""]
     for name, rows in ev.items():
         lines += [f"### {name}: frame model", ""] + _table(rows, "frame") + [""]
         if any(r.get("model") == "temporal" for r in rows):
