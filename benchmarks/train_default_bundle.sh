@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 T=.venv/bin/fakewatch-train
 PY=.venv/bin/python
-R=runs/default-bundle
+R=${R:-runs/default-bundle}
 SPLIT=data-cache/default-bundle/split3
 TEST=data-cache/default-bundle/testsets3
 CFG=trainer/configs/default-bundle
@@ -95,7 +95,9 @@ for arm in on off; do
         --target-fpr 0.01 --name fakewatch-default-anl-$arm-s$s --version $VERSION --no-fp16
     fi
     run $T --runs $R eval --bundle $B --data $TEST --group-by dataset+method --out $R/eval-$arm-s$s
-    EVALS+=(--eval "ANL regulariser $arm, seed $s$([ $B = $OUT ] && echo ' (shipped)')=$R/eval-$arm-s$s")
+    LABEL="ANL regulariser $arm, seed $s"
+    if [ $B = $OUT ]; then LABEL="$LABEL (shipped)"; fi
+    EVALS+=(--eval "$LABEL=$R/eval-$arm-s$s")
     RUNS+=(--run anl_${arm}_s$s=$FIT)
   done
 done
