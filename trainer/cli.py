@@ -216,30 +216,31 @@ def temporal_video_logliks(bundle, items: list, batch: int = 32, seed: int = 0, 
     from detectors.difffake import GmmScorer, combine
 
     spec = bundle.manifest.temporal
-    by_video: dict[str, list[int]] = {}
-    for i, it in enumerate(items):
-        by_video.setdefault(it.video_uid, []).append(i)
-    single = sorted(uid for uid, idx in by_video.items() if len(idx) < 2)
-    if single:  # single images (face datasets) have no pairs: one line, not one per image
+    tracks: dict[str, list] = {}
+    for it in items:
+        tracks.setdefault(it.video_uid, []).append(it)
+    pairable = [uid for uid in sorted(tracks) if len(tracks[uid]) >= 2]
+    if len(pairable) < len(tracks):  # single images (face datasets) have no pairs: one line, not one per image
+        single = sorted(set(tracks) - set(pairable))
         log.info("DiffFake: %d of %d videos/tracks have fewer than 2 crops and give no pairs (e.g. %s)",
-                 len(single), len(by_video), ", ".join(single[:3]))
-    items = [items[i] for uid in sorted(by_video) if len(by_video[uid]) >= 2 for i in by_video[uid]]
-    by_video = {}
-    for i, it in enumerate(items):
-        by_video.setdefault(it.video_uid, []).append(i)
-    emb = embeddings(bundle, [it.path for it in items], batch, runtime) if items else np.zeros((0, 0))
+                 len(single), len(tracks), ", ".join(single[:3]))
+    flat = [it for uid in pairable for it in tracks[uid]]  # only crops that can pair are embedded
+    emb = embeddings(bundle, [it.path for it in flat], batch, runtime) if flat else None
     scorer = GmmScorer.from_arrays(bundle.load_gmm())
     rng = np.random.default_rng(seed)
     vids, labels, lls = [], [], []
-    for uid in sorted(by_video):
-        idx = by_video[uid]
-        pairs = pair_indices(len(idx), rng, k)
-        a = emb[[idx[i] for i, _ in pairs]]
-        b = emb[[idx[j] for _, j in pairs]]
-        ll = scorer.score_samples(combine(a, b, spec.combination))
-        vids += [uid] * len(ll)
-        labels += [items[idx[0]].label] * len(ll)
-        lls.append(ll)
+    start = 0
+    for uid in pairable:
+        n = len(tracks[uid])
+        pairs = pair_indices(n, rng, k)
+        if pairs:
+            a = emb[[start + i for i, _ in pairs]]
+            b = emb[[start + j for _, j in pairs]]
+            ll = scorer.score_samples(combine(a, b, spec.combination))
+            vids += [uid] * len(ll)
+            labels += [tracks[uid][0].label] * len(ll)
+            lls.append(ll)
+        start += n
     return np.asarray(vids), np.asarray(labels, np.int64), (np.concatenate(lls) if lls else np.zeros(0))
 
 
