@@ -44,6 +44,28 @@ def marker_frame(w: int = 160, h: int = 120) -> np.ndarray:
 
 # --- encoder ----------------------------------------------------------------------------------------------
 
+# Options that make an encode byte-identical run to run (tests/test_bad_video_inputs.py checks it).
+# libx264 with its defaults is NOT: its macroblock-tree rate control reads memory it never wrote in
+# the SIMD path, so the second and later encodes in a process differ from the first (fresh memory
+# is zero) at some sizes (160x120, 160x90 seen), and a seeded corruption then hits other content.
+# mbtree=0 removes that (asm=0 would too, slower); one thread and no slice/lookahead threads keep
+# the rest of the encoder single-threaded.
+DETERMINISTIC_CODEC_OPTIONS: dict[str, dict[str, str]] = {
+    "libx264": {"threads": "1", "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"},
+    "libvpx-vp9": {"threads": "1", "row-mt": "0"},
+}
+# Muxers: bitexact drops the random segment/track UIDs and the date that Matroska/WebM write.
+DETERMINISTIC_CONTAINER_OPTIONS = {"fflags": "+bitexact"}
+
+
+def deterministic_options(codec: str, options: dict[str, str] | None = None) -> dict[str, str]:
+    """``options`` over the codec's deterministic defaults (``x264-params`` lists are joined, the caller's last)."""
+    base = dict(DETERMINISTIC_CODEC_OPTIONS.get(codec, {"threads": "1"}))
+    extra = dict(options or {})
+    if "x264-params" in base and "x264-params" in extra:
+        extra["x264-params"] = f"{base['x264-params']}:{extra['x264-params']}"
+    return {**base, **extra}
+
 
 def encode(
     path: Path,
@@ -61,17 +83,17 @@ def encode(
 
     ``pts_ms`` gives explicit presentation times in milliseconds (variable frame rate);
     ``rotation`` stores a display rotation (degrees counter-clockwise) in the stream.
+    The same arguments give the same bytes in any run (:data:`DETERMINISTIC_CODEC_OPTIONS`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", options=container_options or {}) as out:
+    with av.open(str(path), "w", options={**DETERMINISTIC_CONTAINER_OPTIONS, **(container_options or {})}) as out:
         stream = None
         for i, img in enumerate(frames):
             if stream is None:
                 stream = out.add_stream(codec, rate=fps)
                 stream.width, stream.height = img.shape[1], img.shape[0]
                 stream.pix_fmt = pix_fmt
-                if options:
-                    stream.options = dict(options)
+                stream.options = deterministic_options(codec, options)
                 if pts_ms is not None:
                     stream.codec_context.time_base = Fraction(1, 1000)
                     stream.time_base = Fraction(1, 1000)
@@ -104,13 +126,27 @@ def truncated(src: Path, dst: Path, keep: float = 0.3) -> Path:
 
 
 def corrupted(src: Path, dst: Path, start: float = 0.4, end: float = 0.6, fraction: float = 0.2, seed: int = 0) -> Path:
-    """Copy of ``src`` with ``fraction`` of the bytes between ``start`` and ``end`` (relative) overwritten."""
+    """Copy of ``src`` whose video packets from ``start`` to ``end`` (relative packet index) are damaged.
+
+    The packets are located by demuxing ``src`` and finding each packet's payload in the file, so the
+    damage always lands in coded picture data, never in the container framing (which the demuxer
+    would skip over or stop at, on some byte offsets and not on others). In each damaged packet the
+    first 8 bytes (H.264: NAL length + header; VP9: frame header) and ``fraction`` of the rest are
+    overwritten with seeded random bytes: every damaged packet fails to decode.
+    """
     data = bytearray(src.read_bytes())
+    with av.open(str(src)) as inp:
+        packets = [(pkt.pos, bytes(pkt)) for pkt in inp.demux(inp.streams.video[0]) if pkt.size]
+    lo, hi = int(len(packets) * start), max(int(len(packets) * start) + 1, int(len(packets) * end))
     rng = np.random.default_rng(seed)
-    a, b = int(len(data) * start), int(len(data) * end)
-    idx = rng.choice(np.arange(a, b), size=max(1, int((b - a) * fraction)), replace=False)
-    for i in idx:
-        data[int(i)] = int(rng.integers(0, 256))
+    for pos, payload in packets[lo:hi]:
+        at = data.find(payload, max(0, pos or 0))
+        assert at >= 0, f"packet at {pos} not found in {src}"
+        n = len(payload)
+        head = min(8, n)
+        body = rng.choice(np.arange(head, n), size=int((n - head) * fraction), replace=False) if n > head else []
+        for i in [*range(head), *(int(j) for j in body)]:
+            data[at + i] = int(rng.integers(0, 256))
     dst.write_bytes(bytes(data))
     return dst
 
@@ -136,7 +172,7 @@ def random_bytes(d: Path, n: int = 64 * 1024) -> Path:
 def audio_only(d: Path, seconds: float = 0.5) -> Path:
     p = d / "audio_only.mp4"
     rate = 16000
-    with av.open(str(p), "w") as out:
+    with av.open(str(p), "w", options=DETERMINISTIC_CONTAINER_OPTIONS) as out:
         s = out.add_stream("aac", rate=rate)
         s.layout = "mono"
         t = np.arange(int(rate * seconds)) / rate
@@ -154,7 +190,7 @@ def ends_mid_gop(d: Path, keep_packets: int = 7) -> Path:
     """An H.264 stream with B-frames (GOP 50) cut after ``keep_packets`` packets: ends inside a GOP."""
     full = encode(d / "gop_full.mkv", face_frames(20), "libx264", options={"g": "50", "bf": "3"})
     dst = d / "mid_gop.mkv"
-    with av.open(str(full)) as inp, av.open(str(dst), "w") as out:
+    with av.open(str(full)) as inp, av.open(str(dst), "w", options=DETERMINISTIC_CONTAINER_OPTIONS) as out:
         src = inp.streams.video[0]
         dst_stream = out.add_stream_from_template(src)
         for i, pkt in enumerate(inp.demux(src)):
@@ -256,7 +292,7 @@ def stalling_fifo(path: Path, payload: bytes) -> Iterator[Path]:
 
 def to_mpegts(src: Path, dst: Path) -> Path:
     """Remux ``src`` (H.264) into MPEG-TS (what live HTTP streams carry)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts") as out:
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts", options=DETERMINISTIC_CONTAINER_OPTIONS) as out:
         s = inp.streams.video[0]
         o = out.add_stream_from_template(s)
         for pkt in inp.demux(s):

@@ -85,7 +85,7 @@ def _truncated(keep: float, n: int, faststart: bool):
 
 def _corrupted(ext: str, codec: str, fraction: float):
     def make(d: Path, _):
-        opts = {"g": "5", "threads": "1"} if codec == "libx264" else {"threads": "1"}  # same bytes on any box
+        opts = {"g": "5"} if codec == "libx264" else None  # (mc.encode adds the options that fix the bytes)
         src = mc.encode(d / f"src.{ext}", mc.face_frames(30), codec, options=opts)
         return str(mc.corrupted(src, d / f"bad.{ext}", fraction=fraction))
 
@@ -218,6 +218,48 @@ async def _run(src: AvSource, timeout: float = 30.0) -> list[Frame]:
 def test_corpus_is_big_enough():
     assert len(CASES) >= 20
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def corpus_hashes(root: Path) -> dict[str, str]:
+    """Build every case's files under ``root/<case id>/`` and return {relative path: sha256} of each file."""
+    import hashlib
+
+    _8K.clear()  # build the 8K clip here too, not reuse an earlier one
+    for case in CASES:
+        d = root / case.id
+        d.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            case.make(d, stack)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}  # (not the FIFO of the stall case)
+
+
+_HASH_CORPUS = """
+import json, tempfile
+from pathlib import Path
+from tests.test_bad_video_inputs import corpus_hashes
+with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+    first, second = corpus_hashes(Path(a)), corpus_hashes(Path(b))
+print(json.dumps([first, second]))
+"""
+
+
+def test_corpus_files_are_byte_identical_across_processes():
+    """Every generated file has the same bytes in every build: twice in one process (the second build runs
+    on recycled heap memory, where libx264's default mbtree read garbage) and in two fresh processes."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**mc.env_without_proxies(), "OMP_NUM_THREADS": "1"}
+    runs = []
+    for _ in range(2):
+        p = subprocess.run([sys.executable, "-c", _HASH_CORPUS], capture_output=True, text=True, timeout=300,
+                           cwd=Path(__file__).resolve().parents[1], env=env)
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs += json.loads(p.stdout.splitlines()[-1])
+    assert len(runs[0]) >= 30 and all(r == runs[0] for r in runs[1:]), [
+        k for k in runs[0] if len({r.get(k) for r in runs}) > 1]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
