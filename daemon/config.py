@@ -9,8 +9,11 @@ environment variables < ``--set section.key=value`` command-line overrides.
 * Override values are parsed as YAML scalars/flow collections (``16`` is an int, ``true`` a bool,
   ``[a, b]`` a list); list items are addressed by index (``streams.0.url``).
 * Every problem is reported at once in a single :class:`ConfigError` whose lines name the dotted
-  path (``streams.1.source.analysis_fps: Input should be greater than 0``); unknown keys are
-  rejected (``pipeline.max_btach: unknown key``).
+  path (``streams.1.source.analysis_fps: Input should be greater than 0 (got -1)``); unknown keys
+  are rejected with the closest valid key (``pipeline.max_btach: unknown key (did you mean
+  'max_batch'?)``). A bad value that came from an environment variable or ``--set`` is reported
+  under that origin (``environment variable FAKEWATCH__HTTP__PORT (http.port): ...``); a YAML
+  syntax error keeps PyYAML's multi-line report (file, line, column, the line with a caret).
 * Checks that need the filesystem (bundle folder exists and has a manifest, local video files
   exist) run during validation too, so a bad path is caught before anything starts; pass
   ``check_paths=False`` to :func:`load_config` to skip them (unit tests, tooling).
@@ -22,6 +25,7 @@ Each part of the daemon owns its config model (``AvSourceSettings`` in daemon/so
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -266,7 +270,21 @@ class DaemonConfig(StrictModel):
     http: HttpConfig = Field(default_factory=HttpConfig, description="metrics and health endpoints")
     kafka: _KafkaT | None = Field(None, description="Kafka frames input / verdicts output; null = no Kafka")  # type: ignore[valid-type]
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="structured logs on stderr")
-    shutdown_timeout_s: float = Field(10.0, gt=0, description="graceful drain bound on SIGTERM/SIGINT")
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, allow_inf_nan=False, description="graceful drain bound on SIGTERM/SIGINT (seconds)"
+    )
+
+    @field_validator("shutdown_timeout_s", mode="before")
+    @classmethod
+    def _seconds(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError(f"expected a number of seconds > 0 (e.g. 10), got {_shown(v)}")
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                raise ValueError(f"expected a number of seconds > 0 (e.g. 10), got {_shown(v)}") from None
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -314,14 +332,26 @@ class DaemonConfig(StrictModel):
 
 
 class ConfigError(ValueError):
-    """Every problem of a config at once; ``str()`` is a readable multi-line report."""
+    """Every problem of a config at once; ``str()`` is a readable multi-line report.
+
+    A problem may span several lines (a YAML syntax error with its caret line); its continuation
+    lines are indented under it.
+    """
 
     def __init__(self, problems: list[str], source: str = "config"):
         self.problems = problems
         self.source = source
         n = len(problems)
         head = f"{source}: {n} problem{'s' if n != 1 else ''}"
-        super().__init__(head + "".join(f"\n  - {p}" for p in problems))
+        super().__init__(head + "".join("\n  - " + p.replace("\n", "\n    ") for p in problems))
+
+
+def _shown(v: Any, limit: int = 60) -> str:
+    """A short repr of a rejected value for an error message (``true``/``null`` as in YAML)."""
+    if v is None or isinstance(v, bool):
+        return {None: "null", True: "true", False: "false"}[v]
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _VAR_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -400,27 +430,114 @@ def env_overrides(env: dict[str, str]) -> list[tuple[str, str]]:
     return out
 
 
-def _format_error(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
-    # pydantic puts the model-class name or union branch in the path of some errors; drop those parts
+def _model_of(ann: Any) -> Any:
+    """The pydantic model, list or dict type inside an annotation (``X | None`` -> ``X``), else None."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    origin = typing.get_origin(ann)
+    if origin in (list, dict):
+        return ann
+    if origin is not None:
+        for a in typing.get_args(ann):
+            found = _model_of(a)
+            if found is not None:
+                return found
+    return None
+
+
+def valid_keys(parts: tuple[Any, ...]) -> list[str]:
+    """The keys the config accepts in the mapping at ``parts`` (a path of keys and list indexes)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    t: Any = DaemonConfig
+    for part in parts:
+        t = _model_of(t)
+        if t is None:
+            return []
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            f = t.model_fields.get(str(part))
+            if f is not None:
+                t = f.annotation
+            # else: a union branch / model name that pydantic puts in some paths: stay here
+        elif typing.get_origin(t) is list:
+            t = typing.get_args(t)[0] if isinstance(part, int) else t
+        elif typing.get_origin(t) is dict:
+            t = typing.get_args(t)[1]
+    t = _model_of(t)
+    if not (isinstance(t, type) and issubclass(t, BaseModel)):
+        return []
+    keys = list(t.model_fields)
+    if t is StreamConfig and AvSourceSettings is not None:  # source settings may sit beside id/url
+        keys += list(AvSourceSettings.model_fields)
+    return keys
+
+
+def did_you_mean(key: str, candidates: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate (difflib), or ``""``."""
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close and "_" not in key:  # 'maxbatch' -> 'max_batch'
+        close = [c for c in candidates if c.replace("_", "") == key.replace("-", "").lower()][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _origin_of(parts: tuple[Any, ...], origins: dict[tuple[str, ...], str]) -> tuple[str, tuple[str, ...]] | None:
+    """(label, key) of the override (env variable or --set) that set the value at ``parts``, if any."""
+    if not origins:
+        return None
+    path = tuple(str(p) for p in parts)
+    candidates = [path]
+    if len(path) >= 3 and path[0] == "streams" and path[2] == "source":  # source keys beside id/url
+        candidates.append(path[:2] + path[3:])
+    best: tuple[str, tuple[str, ...]] | None = None
+    for cand in candidates:
+        for key, label in origins.items():
+            if cand[: len(key)] == key and (best is None or len(key) > len(best[1])):
+                best = (label, key)
+    return best
+
+
+def _format_error(err: dict[str, Any], origins: dict[tuple[str, ...], str] | None = None) -> str:
+    # pydantic puts validator names ("function-after[...]") in the path of some errors; drop those parts
+    parts = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
+    loc = ".".join(str(p) for p in parts)
     typ, msg = err.get("type", ""), err.get("msg", "")
     if typ == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + (did_you_mean(str(parts[-1]), valid_keys(parts[:-1])) if parts else "")
     elif typ == "missing":
         msg = "required key is missing"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    elif "input" in err and typ not in ("model_type", "dict_type") and not isinstance(err["input"], dict | list):
-        shown = redact(err["input"], loc.rsplit(".", 1)[-1] if loc else None)
-        msg = f"{msg} (got {shown!r})"
+    elif "input" in err:
+        value = err["input"]
+        if not isinstance(value, dict | list):
+            msg = f"{msg} (got {_shown(redact(value, str(parts[-1]) if parts else None))})"
+        elif typ not in ("model_type", "dict_type"):  # a collection where a value belongs (not a whole section)
+            msg = f"{msg} (got a {'mapping' if isinstance(value, dict) else 'list'}: {_shown(redact(value))})"
+    origin = _origin_of(parts, origins or {})
+    if origin is not None:
+        label, key = origin
+        return f"{label}: {msg}" if key == tuple(str(p) for p in parts) and label.startswith("--set") \
+            else f"{label} ({loc}): {msg}"
     return f"{loc}: {msg}" if loc else msg
 
 
-def validate_config(data: dict[str, Any], source: str = "config", check_paths: bool = True) -> DaemonConfig:
+def validate_config(
+    data: dict[str, Any],
+    source: str = "config",
+    check_paths: bool = True,
+    origins: dict[tuple[str, ...], str] | None = None,
+) -> DaemonConfig:
+    """Validate ``data``; ``origins`` maps dotted keys set by overrides to their label (error reports)."""
     try:
         return DaemonConfig.model_validate(data, context={"check_paths": check_paths})
     except ValidationError as e:
-        problems = [_format_error(err) for err in e.errors()]
+        problems = [_format_error(err, origins) for err in e.errors()]
         # the streams validator does not run when a stream itself is invalid: report duplicates anyway
         dup = _duplicate_ids(data.get("streams") if isinstance(data, dict) else None)
         msg = f"streams: duplicate stream id(s): {', '.join(dup)}"
@@ -457,20 +574,22 @@ def load_config(
     if path is not None:
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = _load_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
         except FileNotFoundError:
             raise ConfigError([f"file not found: {p}"], source) from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError([f"cannot read: {e}"], source) from None
         except yaml.YAMLError as e:
-            raise ConfigError([f"not valid YAML: {' '.join(str(e).split())}"], source) from None
+            raise ConfigError([_yaml_problem(e)], source) from None
         if not isinstance(data, dict):
             raise ConfigError([f"expected a mapping of sections at the top level, got {type(data).__name__}"], source)
         data = substitute_env(data, env, problems)
 
+    origins: dict[tuple[str, ...], str] = {}  # dotted key -> who set it last (for the error report)
+    env_names = {k[len(ENV_PREFIX):].lower().replace("__", "."): k for k in env if k.startswith(ENV_PREFIX)}
     for origin, items in (
-        ("environment", [(f"{ENV_PREFIX}{k.upper().replace('.', '__')}", k, v) for k, v in env_overrides(env)]),
-        ("--set", [(o, *_split_override(o, problems)) for o in overrides]),
+        ("environment variable", [(env_names.get(k, k), k, v) for k, v in env_overrides(env)]),
+        ("--set", [(o.partition("=")[0].strip(), *_split_override(o, problems)) for o in overrides]),
     ):
         for label, key, raw in items:
             if key is None:
@@ -478,15 +597,39 @@ def load_config(
             try:
                 set_path(data, key, parse_value(raw))
             except ValueError as e:
-                problems.append(f"{origin} {label.split('=')[0]}: {e}")
+                problems.append(f"{origin} {label}: {e}")
+                continue
+            parts = tuple(key.split("."))
+            for k in [k for k in origins if k[: len(parts)] == parts]:  # a section set later replaces its keys
+                del origins[k]
+            origins[parts] = f"{origin} {label}"
 
     try:
-        cfg = validate_config(data, source, check_paths)
+        cfg = validate_config(data, source, check_paths, origins)
     except ConfigError as e:
         raise ConfigError(_dedupe(problems + e.problems), source) from None
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _load_yaml(text: str, name: str) -> Any:
+    """``yaml.safe_load`` of ``text``, with ``name`` (the file) in the marks of its errors."""
+    loader = yaml.SafeLoader(text)  # (from a string, not a stream: errors then quote the line)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's report, layout kept: what is wrong, then ``in "file", line L, column C:`` and the line
+    with a caret under the column (the lines are indented under the problem by :class:`ConfigError`)."""
+    text = str(e).rstrip()
+    mark = getattr(e, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"not valid YAML{where}:\n{text}"
 
 
 def _split_override(item: str, problems: list[str]) -> tuple[str | None, str]:

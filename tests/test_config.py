@@ -54,9 +54,9 @@ def test_unknown_keys_rejected_with_dotted_path(tmp_path):
     p = write(tmp_path, "http: {port: 1, hots: x}\nsinks: {webhook: {url: 'http://127.0.0.1/x', retires: 2}}\nnope: 1\n")
     with pytest.raises(ConfigError) as ei:
         load_config(p, env={}, check_paths=False)
-    assert "http.hots: unknown key" in problems(ei)
-    assert "sinks.webhook.retires: unknown key" in problems(ei)
-    assert "nope: unknown key" in problems(ei)
+    assert "http.hots: unknown key (did you mean 'host'?)" in problems(ei)
+    assert "sinks.webhook.retires: unknown key (did you mean 'retries'?)" in problems(ei)
+    assert "nope: unknown key" in problems(ei)  # nothing close: no suggestion
     assert str(ei.value).startswith(f"{p}: 3 problems")
 
 
@@ -64,7 +64,23 @@ def test_unknown_stream_source_key_named(tmp_path):
     p = write(tmp_path, "streams:\n  - {id: a, url: 'rtsp://127.0.0.1/a', analysis_fsp: 3}\n")
     with pytest.raises(ConfigError) as ei:
         load_config(p, env={}, check_paths=False)
-    assert problems(ei) == ["streams.0.analysis_fsp: unknown key"]
+    assert problems(ei) == ["streams.0.analysis_fsp: unknown key (did you mean 'analysis_fps'?)"]
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("pipeline: {max_btach: 8}\n", "pipeline.max_btach: unknown key (did you mean 'max_batch'?)"),
+    ("pipeline: {fusion: {threshold_hi: 0.7}}\n", "pipeline.fusion.threshold_hi: unknown key (did you mean 'threshold_high'?)"),
+    ("faces: {regions: {enabld: true}}\n", "faces.regions.enabld: unknown key (did you mean 'enabled'?)"),
+    ("stream_defaults: {reconnect: {max_attemps: 3}}\n",
+     "stream_defaults.reconnect.max_attemps: unknown key (did you mean 'max_attempts'?)"),
+    ("sinks: {jsnl: {path: x.jsonl}}\n", "sinks.jsnl: unknown key (did you mean 'jsonl'?)"),
+    ("kafka: {bootstrap_server: [h:9092]}\n", "kafka.bootstrap_server: unknown key (did you mean 'bootstrap_servers'?)"),
+    ("shutdown_timeout: 5\n", "shutdown_timeout: unknown key (did you mean 'shutdown_timeout_s'?)"),
+])
+def test_unknown_keys_suggest_the_closest_key(tmp_path, text, problem):
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, text), env={}, check_paths=False)
+    assert problem in problems(ei)
 
 
 def test_wrong_types_and_ranges_all_reported(tmp_path):
@@ -98,15 +114,15 @@ def test_bad_stream_url_scheme(tmp_path, url, fragment):
 def test_webhook_needs_http(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_config(None, ["sinks.webhook.url=file:///etc/passwd"], env={}, check_paths=False)
-    assert "sinks.webhook.url: unsupported url scheme 'file' (webhook needs http or https)" in problems(ei)
+    assert "--set sinks.webhook.url: unsupported url scheme 'file' (webhook needs http or https)" in problems(ei)
 
 
 def test_missing_bundle_and_missing_file_caught(tmp_path, bundle_dir):
     with pytest.raises(ConfigError) as ei:
         load_config(None, [f"bundle.path={tmp_path / 'nope'}", f"streams.0.id=a", f"streams.0.url={tmp_path / 'x.mp4'}"], env={})
     msgs = problems(ei)
-    assert f"bundle.path: bundle folder not found: {tmp_path / 'nope'}" in msgs
-    assert f"streams.0.url: file not found: {tmp_path / 'x.mp4'}" in msgs
+    assert f"--set bundle.path: bundle folder not found: {tmp_path / 'nope'}" in msgs
+    assert f"--set streams.0.url: file not found: {tmp_path / 'x.mp4'}" in msgs
     with pytest.raises(ConfigError, match="is not a model bundle"):
         load_config(None, [f"bundle.path={tmp_path}"], env={})
     assert load_config(None, [f"bundle.path={bundle_dir}"], env={}).bundle.path == bundle_dir
@@ -139,7 +155,31 @@ def test_env_override_and_precedence(tmp_path):
     assert env_overrides(env) == [("http.port", "9100"), ("logging.level", "debug")]
     with pytest.raises(ConfigError) as ei:
         load_config(p, env={"FAKEWATCH__HTTP__PROT": "1"}, check_paths=False)
-    assert problems(ei) == ["http.prot: unknown key"]
+    assert problems(ei) == ["environment variable FAKEWATCH__HTTP__PROT (http.prot): unknown key (did you mean 'port'?)"]
+
+
+def test_bad_override_values_are_reported_under_their_origin(tmp_path):
+    """A bad value from the environment names the variable (not the YAML file, whose value it replaced);
+    one from --set names the --set; values from the file keep their dotted path."""
+    p = write(tmp_path, "http: {port: 9000}\nlogging: {level: loud}\n")
+    env = {"FAKEWATCH__HTTP__PORT": "abc", "FAKEWATCH__STREAMS__0__ID": "a",
+           "FAKEWATCH__STREAMS__0__URL": "rtsp://127.0.0.1/a", "FAKEWATCH__STREAMS__0__ANALYSIS_FPS": "-1"}
+    with pytest.raises(ConfigError) as ei:
+        load_config(p, ["bundle.threads=0"], env=env, check_paths=False)
+    msgs = problems(ei)
+    assert "environment variable FAKEWATCH__HTTP__PORT (http.port): Input should be a valid integer, unable to " \
+           "parse string as an integer (got 'abc')" in msgs
+    # a source key beside id/url is moved into streams.0.source: still traced back to its variable
+    assert "environment variable FAKEWATCH__STREAMS__0__ANALYSIS_FPS (streams.0.source.analysis_fps): " \
+           "Input should be greater than 0 (got -1)" in msgs
+    assert "--set bundle.threads: Input should be greater than or equal to 1 (got 0)" in msgs
+    assert any(m.startswith("logging.level: ") for m in msgs)  # from the file
+    assert len(msgs) == 4
+    # --set beats the environment: the --set is named
+    with pytest.raises(ConfigError) as ei:
+        load_config(p, ["http.port=xyz"], env={"FAKEWATCH__HTTP__PORT": "abc"}, check_paths=False)
+    assert [m for m in problems(ei) if "http.port" in m] == [
+        "--set http.port: Input should be a valid integer, unable to parse string as an integer (got 'xyz')"]
 
 
 def test_set_override_types_and_lists(tmp_path):
@@ -158,7 +198,7 @@ def test_set_override_types_and_lists(tmp_path):
         load_config(None, ["bundle.threads=many", "novalue"], env={}, check_paths=False)
     msgs = problems(ei)
     assert any("expected key=value" in m for m in msgs)
-    assert any(m.startswith("bundle.threads: ") for m in msgs)
+    assert any(m.startswith("--set bundle.threads: ") for m in msgs)
 
 
 def test_set_path_helper():
@@ -189,13 +229,41 @@ def test_env_var_substitution(tmp_path):
     assert problems(ei) == ["sinks.webhook.headers.Authorization: environment variable TOKEN is not set (referenced as ${TOKEN})"]
 
 
-def test_yaml_errors_are_one_clear_line(tmp_path):
-    with pytest.raises(ConfigError, match="not valid YAML"):
+def test_yaml_errors_keep_line_column_and_caret(tmp_path):
+    p = write(tmp_path, "http:\n  port: 9108\n   host: x\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p, env={})
+    # PyYAML's layout survives: the problem, the file with line and column, the line, a caret under the column
+    assert str(ei.value).splitlines() == [
+        f"{p}: 1 problem",
+        "  - not valid YAML (line 3, column 8):",
+        "    mapping values are not allowed here",
+        f'      in "{p}", line 3, column 8:',
+        "           host: x",
+        "               ^",
+    ]
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line 2, column 1\)"):
         load_config(write(tmp_path, "http: {port: [\n"), env={})
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(write(tmp_path, "- a\n- b\n"), env={})
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.yaml", env={})
+
+
+@pytest.mark.parametrize("value,problem", [
+    ("-1", "Input should be greater than 0 (got -1)"),
+    ("0", "Input should be greater than 0 (got 0)"),
+    ("10s", "expected a number of seconds > 0 (e.g. 10), got '10s'"),
+    ("true", "expected a number of seconds > 0 (e.g. 10), got true"),
+    ("null", "expected a number of seconds > 0 (e.g. 10), got null"),
+    ("[5]", "expected a number of seconds > 0 (e.g. 10), got [5]"),
+    (".inf", "Input should be a finite number (got inf)"),
+])
+def test_shutdown_timeout_errors_say_what_they_got(tmp_path, value, problem):
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, f"shutdown_timeout_s: {value}\n"), env={}, check_paths=False)
+    assert problems(ei) == [f"shutdown_timeout_s: {problem}"]
+    assert load_config(write(tmp_path, "shutdown_timeout_s: '2.5'\n"), env={}, check_paths=False).shutdown_timeout_s == 2.5
 
 
 def test_dry_run_exit_codes(fakewatch_bin, tmp_path, bundle_dir):
