@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -91,6 +91,9 @@ class Daemon:
         self._stopped = False
         self._analyse_depth = 0
         self._owner: dict[int, StreamContext] = {}  # id(frame) -> its stream's context, while in flight
+        # called with (stream id, track id, fusion state) after each fused observation of a started
+        # track (the review page's score timelines); an observer that raises is logged, never fatal
+        self.observers: list[Callable[[str, int, Any], None]] = []
 
     # ------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -168,6 +171,36 @@ class Daemon:
             self._run_source(source), name=f"source-{getattr(source, 'stream_id', '?')}"
         )
         self._sources.append((source, task))
+
+    def sources(self) -> list[Any]:
+        """Every source added so far (ended and failed ones included), in the order they were added."""
+        return [s for s, _ in self._sources]
+
+    def stream_ids(self) -> list[str]:
+        """Streams that have per-stream state (every stream that delivered a frame, Kafka ones included)."""
+        return list(self._streams)
+
+    async def remove_source(self, stream_id: str, timeout_s: float = 10.0) -> bool:
+        """Stop the source of ``stream_id`` and forget it (its tracks end with end events); False if none.
+
+        Other streams keep running; the same id can be added again afterwards.
+        """
+        entry = next(((s, t) for s, t in self._sources if getattr(s, "stream_id", None) == stream_id), None)
+        if entry is None:
+            return False
+        source, task = entry
+        try:
+            await asyncio.wait_for(source.stop(), timeout_s)
+        except Exception as e:  # includes timeouts; the task is cancelled below
+            log.warning("source %s did not stop cleanly: %s", stream_id, e)
+        if not task.done():
+            _, pending = await asyncio.wait([task], timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        self._sources = [(s, t) for s, t in self._sources if s is not source]
+        return True
 
     async def _run_source(self, source: Any) -> None:
         sid = getattr(source, "stream_id", None)
@@ -566,9 +599,18 @@ class Daemon:
             ev = ctx.fusion.start(tid, box) if tid in started else ctx.fusion.maybe_update(tid, box)
             if ev is not None:
                 events.append(ev)
+            if self.observers:
+                self._notify(ctx.stream_id, tid, ctx.fusion.tracks.get(tid))
         m.stage_latency.labels("fuse").observe(time.perf_counter() - t0)
         m.tracks_active.labels(ctx.label).set(len(ctx.fusion.started_tracks()))
         return events
+
+    def _notify(self, stream_id: str, track_id: int, state: Any) -> None:
+        for cb in self.observers:
+            try:
+                cb(stream_id, track_id, state)
+            except Exception as e:  # noqa: BLE001 - an observer never breaks the pipeline
+                log.warning("observer %r failed: %s", cb, e)
 
     def _end_tracks(self, ctx: StreamContext, track_ids: list[int]) -> list[VerdictEvent]:
         events = []

@@ -210,12 +210,34 @@ async def run_daemon(
     from daemon.sources.av import AvSource
 
     metrics = Metrics()
-    daemon, sinks = build_daemon(cfg, metrics, extra_sinks)
+    review = None
+    if serve_http and cfg.http.enabled and review_enabled(cfg):
+        from daemon.review.web import Review
+
+        review = Review(cfg, metrics)
+        await asyncio.to_thread(review.open)  # the SQLite store, when configured
+        extra_sinks = [*extra_sinks, review.sink]
+    try:
+        daemon, sinks = build_daemon(cfg, metrics, extra_sinks)
+    except BaseException:
+        if review is not None:
+            review.close()
+        raise
     server = None
+    if review is not None:
+        review.attach(daemon)
     if serve_http and cfg.http.enabled:
-        server = MetricsServer(metrics, daemon.ready, cfg.http.host, cfg.http.port)
-        await server.start()
+        server = MetricsServer(metrics, daemon.ready, cfg.http.host, cfg.http.port, review=review)
+        try:
+            await server.start()
+        except BaseException:
+            if review is not None:
+                review.close()
+            raise
         log.info("serving /metrics, /healthz, /readyz", extra={"url": server.url})
+        if review is not None:
+            log.info("review page and control API", extra={
+                "review": f"{server.url}/review" if cfg.http.review else None, "api": review.api_on})
     stop = stop or asyncio.Event()
     sources: list[Any] = []
     interrupted = False
@@ -256,6 +278,8 @@ async def run_daemon(
                 await linger()
             if server is not None:
                 await server.stop()
+            if review is not None:
+                await asyncio.to_thread(review.close)
             if sources_task is not None and not sources_task.done():
                 await asyncio.wait([sources_task], timeout=1.0)
                 sources_task.cancel()
@@ -265,6 +289,12 @@ async def run_daemon(
         if getattr(getattr(s, "state", None), "value", None) == "failed"
     }
     return RunResult(sources, failed, interrupted)
+
+
+def review_enabled(cfg: Any) -> bool:
+    """True when the config asks for the review page or the control API (both need the HTTP server)."""
+    http = cfg.http
+    return bool(http.enabled and (getattr(http, "review", False) or getattr(http, "api_token", None) is not None))
 
 
 def region_planner(faces_cfg: Any, face_pipeline: Any) -> Any:
@@ -344,8 +374,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(f"{args.config}: ok", file=sys.stderr, flush=True)
         return EXIT_OK
-    if not cfg.streams and cfg.kafka is None:
-        _err(f"{args.config}: nothing to watch (configure streams or a kafka section)")
+    serving = review_enabled(cfg)  # the review page / control API keep the daemon up until SIGTERM
+    if not cfg.streams and cfg.kafka is None and not (serving and cfg.http.api_token is not None):
+        _err(f"{args.config}: nothing to watch (configure streams, a kafka section or http.api_token)")
         return EXIT_CONFIG
     setup_logging(cfg.logging.level, cfg.logging.format)
 
@@ -354,7 +385,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         SignalStop(stop, lambda name: log.info("shutting down", extra={"signal": name})).install(
             asyncio.get_running_loop()
         )
-        return await run_daemon(cfg, stop=stop, until_sources_end=cfg.kafka is None)
+        return await run_daemon(cfg, stop=stop, until_sources_end=cfg.kafka is None and not serving)
 
     try:
         result = asyncio.run(main())

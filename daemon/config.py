@@ -33,10 +33,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from daemon.config_base import StrictModel
 from daemon.logging import redact
+from daemon.review.store import ReviewStoreConfig
 
 ENV_PREFIX = "FAKEWATCH__"
 
@@ -248,6 +249,26 @@ class HttpConfig(StrictModel):
     enabled: bool = Field(True, description="serve /metrics, /healthz, /readyz")
     host: str = Field("127.0.0.1", description="listen address of /metrics, /healthz, /readyz")
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
+    review: bool = Field(False, description="serve the review page for moderators at /review (docs/review.md)")
+    api_token: SecretStr | None = Field(
+        None, description="bearer token of the control API under /api/v1 (put it in ${VAR}); null = API off"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="host names (besides IP addresses and localhost) the review page and API answer to"
+    )
+    store: ReviewStoreConfig = Field(default_factory=ReviewStoreConfig, description="recent-verdicts store behind the review page")
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_off(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v  # api_token: ${TOKEN:-} with TOKEN unset
+
+    @field_validator("api_token")
+    @classmethod
+    def _long_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().strip()) < 16:
+            raise ValueError("api_token must be at least 16 characters (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return v
 
 
 class LoggingConfig(StrictModel):

@@ -5,12 +5,14 @@
 * ``GET /readyz``  — 200 when models are loaded and sources started, else 503.
 
 Nothing else is served: every other path or method answers 404/405 with a fixed body, no files,
-no query-string reflection.
+no query-string reflection. With ``http.review`` / ``http.api_token`` the review page and the
+control API are mounted beside them (daemon/review/web.py, docs/review.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,7 +22,8 @@ from daemon.metrics import Metrics
 ReadyFn = Callable[[], bool]
 
 
-def make_app(metrics: Metrics, ready: ReadyFn) -> web.Application:
+def make_app(metrics: Metrics, ready: ReadyFn, review: Any = None) -> web.Application:
+    """``review``: a :class:`daemon.review.web.Review` to mount (page and/or control API), or None."""
     async def get_metrics(_: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -40,23 +43,30 @@ def make_app(metrics: Metrics, ready: ReadyFn) -> web.Application:
     async def fixed_errors(request: web.Request, handler):
         try:
             return await handler(request)
-        except web.HTTPMethodNotAllowed:
-            return web.Response(text="method not allowed\n", status=405, headers={"Allow": "GET, HEAD"})
+        except web.HTTPMethodNotAllowed as e:
+            return web.Response(text="method not allowed\n", status=405, headers={"Allow": e.headers.get("Allow") or "GET, HEAD"})
         except web.HTTPException as e:
             return web.Response(text="not found\n" if e.status == 404 else "error\n", status=e.status)
 
-    app = web.Application(middlewares=[fixed_errors], client_max_size=1024)
+    max_body = 1024
+    if review is not None and review.api_on:
+        from daemon.review.web import MAX_BODY
+
+        max_body = MAX_BODY
+    app = web.Application(middlewares=[fixed_errors], client_max_size=max_body)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if review is not None:
+        review.mount(app)
     return app
 
 
 class MetricsServer:
     """Runs :func:`make_app` on ``host:port`` inside the current event loop (``port=0``: any free port)."""
 
-    def __init__(self, metrics: Metrics, ready: ReadyFn, host: str = "127.0.0.1", port: int = 9108):
-        self.app = make_app(metrics, ready)
+    def __init__(self, metrics: Metrics, ready: ReadyFn, host: str = "127.0.0.1", port: int = 9108, review: Any = None):
+        self.app = make_app(metrics, ready, review)
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None

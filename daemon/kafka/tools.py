@@ -129,6 +129,11 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_verdicts(args: argparse.Namespace) -> int:
+    if args.db:
+        return _verdicts_from_db(args)
+    if not args.topic:
+        print("error: give --topic (Kafka) or --db (the review store's SQLite file)", file=sys.stderr)
+        return 2
     try:
         asyncio.run(read_verdicts(args.topic, args.bootstrap, from_beginning=args.from_beginning,
                                   max_events=args.max, idle_timeout_s=args.idle_timeout))
@@ -149,13 +154,35 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-end", action="store_true", help="do not send the end-of-stream control message")
     p.set_defaults(func=_cmd_produce)
 
-    v = subparsers.add_parser("verdicts", help="print verdict events from a Kafka topic as JSON lines")
-    v.add_argument("--topic", required=True, help="verdict topic")
+    v = subparsers.add_parser("verdicts", help="print verdict events from a Kafka topic or a review db as JSON lines")
+    v.add_argument("--topic", help="verdict topic (Kafka)")
+    v.add_argument("--db", help="read the review store's SQLite file (http.store.db) instead of Kafka, oldest first")
+    v.add_argument("--stream", help="--db: only this stream")
+    v.add_argument("--verdict", choices=("fake", "uncertain", "real"), help="--db: only events with this verdict")
+    v.add_argument("--alerts", action="store_true", help="--db: only alert events")
+    v.add_argument("--since", type=float, default=None, metavar="SECONDS", help="--db: only events of the last SECONDS")
     v.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, help=f"bootstrap servers (default {DEFAULT_BOOTSTRAP})")
     v.add_argument("--from-beginning", action="store_true", help="start at the oldest record (default: new ones only)")
-    v.add_argument("--max", type=int, default=None, help="stop after N events")
+    v.add_argument("--max", type=int, default=None, help="stop after N events (--db: the newest N)")
     v.add_argument("--idle-timeout", type=float, default=None, help="stop after this many seconds without events")
     v.set_defaults(func=_cmd_verdicts)
+
+
+def _verdicts_from_db(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from daemon.review.store import iter_json_lines, query_db
+
+    try:
+        events = query_db(args.db, stream=args.stream, verdict=args.verdict, alerts_only=args.alerts,
+                          since_s=args.since, limit=args.max)
+    except (OSError, sqlite3.Error, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for line in iter_json_lines(events):
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
