@@ -5,9 +5,13 @@ Subcommands:
 * ``run -c CONFIG [--set k=v ...] [--dry-run]`` — the daemon. SIGTERM/SIGINT: graceful shutdown
   (stop sources, drain the pipeline, flush sinks, exit 0 within ``shutdown_timeout_s``); a second
   signal exits at once with code 130.
-* ``scan PATH|URL ...`` — one-shot scan of files/URLs: per-identity report table + JSONL events.
+* ``scan PATH|URL ...`` — one-shot scan of files/URLs: per-identity report table, the status of
+  every input (ok / no faces / failed: reason) + JSONL events; exit 1 when any input failed.
 * ``demo`` — builds a real sample clip and its face-swapped twin (cached), scans both with the
-  default bundle while serving metrics, prints verdicts and the per-identity table.
+  default bundle while serving metrics (``--keep``: until Ctrl-C), prints verdicts and the
+  per-identity table.
+* ``sample-clips [DIR]`` — writes the demo's two clips to DIR (default ``out/sample``), the inputs
+  of ``examples/sample-clip.yaml``.
 * ``bench`` — throughput of the pipeline with N live-paced streams against a naive baseline.
 * ``bundle-info [DIR]`` — a bundle's manifest summary.
 * ``produce`` / ``verdicts`` — Kafka tools (daemon/kafka/tools.py).
@@ -93,13 +97,31 @@ def identity_rows(events: list[VerdictEvent]) -> list[IdentityRow]:
     return list(rows.values())
 
 
-def print_identity_table(events: list[VerdictEvent], title: str = "per-identity verdicts", console=None) -> None:
-    from rich.console import Console
+def score_legend(fusion: Any = None) -> str:
+    """What the score columns mean, with the configured weights and thresholds (daemon/fusion.py)."""
+    if fusion is None:
+        from daemon.fusion import FusionConfig
+
+        fusion = FusionConfig()
+    wf, wt = fusion.frame_weight, fusion.temporal_weight
+    hi, lo = fusion.threshold_high, fusion.threshold_low
+    return (
+        "scores 0..1, higher = more likely manipulated. frame: the frame model (calibrated, 0.5 = the bundle's "
+        "threshold; smoothed over the track). temporal: DiffFake over pairs of the track's faces seconds apart "
+        f"(- until a pair exists). fused: ({wf:g} frame + {wt:g} temporal) / weights of the scores present. "
+        f"verdict: fake once fused >= {hi:g} (until it falls below {lo:g}), real below {lo:g}, uncertain in "
+        f"between or before {fusion.min_frames} scored frames. first s / last s: stream time in seconds."
+    )
+
+
+def print_identity_table(events: list[VerdictEvent], title: str = "per-identity verdicts", console=None,
+                         fusion: Any = None, empty: str = "no face tracks were confirmed") -> None:
+    """The per-identity table (one row per track) with the score legend under it."""
     from rich.table import Table
 
     console = console or _console()
     rows = identity_rows(events)
-    t = Table(title=title)
+    t = Table(title=title, caption=score_legend(fusion) if rows else empty, caption_justify="left")
     for col, just in (
         ("stream", "left"), ("track", "right"), ("frames", "right"), ("first s", "right"), ("last s", "right"),
         ("frame", "right"), ("temporal", "right"), ("fused", "right"), ("verdict", "left"),
@@ -116,9 +138,74 @@ def print_identity_table(events: list[VerdictEvent], title: str = "per-identity 
             r.stream, str(r.track), str(r.frames), f"{r.first:.2f}", f"{r.last:.2f}", f(r.frame_score),
             f(r.temporal_score), f(r.score), f"[{colour}]{r.verdict}[/]", ",".join(sorted(r.alerts)) or "-",
         )
-    if not rows:
-        t.caption = "no face tracks were confirmed"
     console.print(t)
+
+
+@dataclass
+class InputStatus:
+    input: str  # as given (redacted when shown)
+    status: str  # ok | no faces | failed: reason
+    tracks: int
+
+
+def input_statuses(inputs: list[str], ids: dict[str, str], rejected: dict[str, str], failed: dict[str, str],
+                   events: list[VerdictEvent]) -> list[InputStatus]:
+    """One status per input, in the order given: ``ok`` (face tracks found), ``no faces`` (read to the
+    end, no track confirmed) or ``failed: reason`` (rejected before the run, or the source failed)."""
+    from daemon.sources.base import redact_url
+
+    tracks: dict[str, set[int]] = {}
+    for e in events:
+        tracks.setdefault(e.stream_id, set()).add(e.track_id)
+    pending = list(ids.items())  # (stream id, input) in the order of the inputs that were accepted
+    out = []
+    for item in inputs:
+        sid = pending.pop(0)[0] if pending and pending[0][1] == item else None
+        n = len(tracks.get(sid, ())) if sid else 0
+        why = rejected.get(item) if sid is None else failed.get(sid)
+        if why is not None:
+            status = f"failed: {_without_input(item, why)}"
+        else:
+            status = "ok" if n else "no faces"
+        out.append(InputStatus(redact_url(item), status, n))
+    return out
+
+
+def _without_input(item: str, why: str) -> str:
+    """``why`` without a leading copy of the input (``/x.mp4: not a readable video`` -> ``not a readable video``)."""
+    from daemon.sources.base import redact_url
+
+    for shown in (redact_url(item), str(Path(item).expanduser())):
+        if why.startswith(shown + ": "):
+            return why[len(shown) + 2:]
+        if why.endswith(": " + shown):  # "file not found: /x.mp4"
+            return why[: -len(shown) - 2]
+    return why
+
+
+def input_lines(statuses: list[InputStatus]) -> list[tuple[str, str]]:
+    """(kind, line) per input: ``ok  PATH (2 face tracks)``, ``no faces  PATH``, ``failed  PATH: reason``."""
+    out = []
+    for st in statuses:
+        kind, _, reason = st.status.partition(": ") if st.status.startswith("failed") else (st.status, "", "")
+        tail = f": {reason}" if reason else f" ({st.tracks} face track{'s' if st.tracks != 1 else ''})" if st.tracks else ""
+        out.append((kind, f"  {kind:<8}  {st.input}{tail}"))
+    return out
+
+
+def print_input_table(statuses: list[InputStatus], console=None) -> None:
+    """Every input on one line with its status (plain lines: long paths and reasons are never cut)."""
+    from rich.text import Text
+
+    console = console or _console()
+    n_ok = sum(st.status.startswith("ok") for st in statuses)
+    console.print()
+    console.print(f"inputs: {len(statuses)}, {n_ok} ok, "
+                  f"{sum(st.status.startswith('no faces') for st in statuses)} without faces, "
+                  f"{sum(st.status.startswith('failed') for st in statuses)} failed", markup=False, highlight=False)
+    for kind, line in input_lines(statuses):
+        style = "green" if kind == "ok" else "yellow" if kind.startswith("no faces") else "bold red"
+        console.print(Text(line, style=style), soft_wrap=True)
 
 
 def _console():
@@ -133,7 +220,8 @@ def _input_error(item: str, why: str) -> None:
     from daemon.sources.base import redact_url
 
     shown = redact_url(item)
-    _err(why if why.startswith(shown) else f"{shown}: {why}")
+    named = shown in why or str(Path(item).expanduser()) in why  # (e.g. "file not found: /x.mp4")
+    _err(why if named else f"{shown}: {why}")
 
 def _run_inputs(main, ids: dict):
     """Run a scan/demo coroutine; one error line for a fatal error (None) or per failed input."""
@@ -491,7 +579,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for item, why in errors.items():
         _input_error(item, why)
-    if not ids:
+    if not ids:  # every input was rejected up front
+        print_input_table(input_statuses(args.inputs, ids, errors, {}, []))
         return EXIT_FAILED
     collect = CollectSink()
 
@@ -504,17 +593,26 @@ def cmd_scan(args: argparse.Namespace) -> int:
     result = _run_inputs(main, ids)
     if result is None:
         return EXIT_FAILED
-    print_identity_table(collect.events, title=f"fakewatch scan: {len(ids)} input(s), {time.monotonic() - t0:.1f} s")
+    statuses = input_statuses(args.inputs, ids, errors, result.failed, collect.events)
+    if result.interrupted:
+        for st in statuses:
+            if not st.status.startswith("failed"):
+                st.status += " (interrupted)"
+    n_failed = sum(st.status.startswith("failed") for st in statuses)
+    empty = "no face tracks were confirmed" + (f" ({n_failed} of {len(statuses)} input(s) failed: see the inputs "
+                                               "below)" if n_failed else "")
+    print_identity_table(collect.events, title=f"fakewatch scan: {len(statuses)} input(s), {time.monotonic() - t0:.1f} s",
+                         fusion=cfg.pipeline.fusion, empty=empty)
+    print_input_table(statuses)
     if args.jsonl:
         print(f"{len(collect.events)} event(s) written to {args.jsonl}")
-    return EXIT_OK if not errors and not result.failed and not result.interrupted else EXIT_FAILED
+    return EXIT_OK if not n_failed and not result.interrupted else EXIT_FAILED
 
 
 # --- demo ------------------------------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from daemon import demo
     from daemon.config import ConfigError
     from daemon.logging import setup_logging
 
@@ -525,10 +623,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr, flush=True)
         return EXIT_CONFIG
-    faces = build_face_pipeline(None)
-    detector = getattr(faces, "detector", faces)
-    console.print("[bold]fakewatch demo[/]: building the sample clip and its face-swapped twin (cached) ...")
-    real, fake = demo.build_demo_clips(detector.detect, n_frames=args.frames)
+    real, fake = _demo_clips(console, args.frames)
     console.print(f"  real:    {real}\n  swapped: {fake}")
     try:
         cfg, ids, errors = scan_config(
@@ -544,14 +639,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def ready(server) -> None:
         if server is not None:
-            console.print(f"  metrics: {server.url}/metrics  (health: /healthz, readiness: /readyz)")
+            how_long = "until Ctrl-C (--keep)" if args.keep else "while the scan runs, a few seconds; --keep: until Ctrl-C"
+            console.print(f"  metrics: {server.url}/metrics  (health: /healthz, readiness: /readyz; {how_long})")
 
     async def main() -> RunResult:
         stop = asyncio.Event()
         SignalStop(stop).install(asyncio.get_running_loop())
 
         async def keep() -> None:
-            print_identity_table(collect.events, title="fakewatch demo: real.mp4 vs swapped.mp4", console=console)
+            print_identity_table(collect.events, title="fakewatch demo: real.mp4 vs swapped.mp4", console=console,
+                                 fusion=cfg.pipeline.fusion)
             if args.keep and not stop.is_set():
                 console.print("--keep: the scan is done; still serving the metrics until Ctrl-C")
                 await stop.wait()
@@ -562,6 +659,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if result is None:
         return EXIT_FAILED
     return EXIT_OK if not result.failed else EXIT_FAILED
+
+
+def _demo_clips(console, n_frames: int) -> tuple[Path, Path]:
+    """The demo's real clip and its face-swapped twin: from the cache, or built (and cached) now."""
+    from daemon import demo
+
+    cached = demo.cached_clips(n_frames=n_frames)
+    if cached is not None:
+        console.print(f"[bold]fakewatch demo[/]: using the sample clip and its face-swapped twin cached in "
+                      f"{cached[0].parent}")
+        return cached
+    console.print("[bold]fakewatch demo[/]: building the sample clip and its face-swapped twin (first run only: "
+                  f"they are cached in {demo.cache_dir()} for the next runs) ...")
+    faces = build_face_pipeline(None)
+    detector = getattr(faces, "detector", faces)
+    return demo.build_demo_clips(detector.detect, n_frames=n_frames)
+
+
+# --- sample-clips ----------------------------------------------------------------------------------
+
+
+def cmd_sample_clips(args: argparse.Namespace) -> int:
+    """Copy the demo's clips (built on first use) to ``DIR``: inputs for examples/sample-clip.yaml."""
+    import shutil
+
+    from daemon.logging import setup_logging
+
+    setup_logging("warning", "text")
+    console = _console()
+    out = Path(args.dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _err(f"{out}: cannot create the folder ({e.strerror})")
+        return EXIT_FAILED
+    real, fake = _demo_clips(console, args.frames)
+    for src, name in ((real, "real.mp4"), (fake, "swapped.mp4")):
+        shutil.copyfile(src, out / name)
+        console.print(f"  {out / name}")
+    console.print("next: fakewatch run -c examples/sample-clip.yaml  (from the checkout root; Ctrl-C stops it)")
+    return EXIT_OK
 
 
 # --- bundle-info -----------------------------------------------------------------------------------
@@ -668,6 +806,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     b.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("sample-clips", help="write the demo's sample clip and its face-swapped twin to a folder",
+                       description="Write real.mp4 (a moving real face) and swapped.mp4 (its face-swapped twin) to DIR, "
+                       "the inputs of examples/sample-clip.yaml. Built once from images inside installed packages and "
+                       "cached, like the demo's clips.")
+    c.add_argument("dir", nargs="?", default="out/sample", help="folder to write to (default: out/sample, git-ignored)")
+    c.add_argument("--frames", type=int, default=100, help="frames per clip (25 fps)")
+    c.set_defaults(func=cmd_sample_clips)
 
     i = sub.add_parser("bundle-info", help="print a model bundle's manifest summary")
     i.add_argument("dir", nargs="?", help="bundle folder (default: the shipped default bundle)")

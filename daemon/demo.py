@@ -128,6 +128,21 @@ def swapped_frames(
         yield swap_face(f, face.kps, donor, donor_kps)
 
 
+def clip_dir(out_dir: Path | None = None, n_frames: int = 100, size: tuple[int, int] = (640, 360),
+             fps: float = 25.0) -> Path:
+    """The folder of the clips for these parameters (the key covers the demo version and the parameters)."""
+    key = hashlib.sha256(json.dumps([DEMO_VERSION, n_frames, list(size), fps]).encode()).hexdigest()[:12]
+    return (out_dir or cache_dir()) / f"demo-{key}"
+
+
+def cached_clips(out_dir: Path | None = None, n_frames: int = 100, size: tuple[int, int] = (640, 360),
+                 fps: float = 25.0) -> tuple[Path, Path] | None:
+    """(real, swapped) when a complete earlier build of these clips is there, else None (a build is needed)."""
+    d = clip_dir(out_dir, n_frames, size, fps)
+    real, fake = d / "real.mp4", d / "swapped.mp4"
+    return (real, fake) if real.is_file() and fake.is_file() and (d / "done").is_file() else None
+
+
 def build_demo_clips(
     detect: Callable[[np.ndarray], list[Face]],
     out_dir: Path | None = None,
@@ -142,11 +157,11 @@ def build_demo_clips(
     """
     from detectors import samples
 
-    key = hashlib.sha256(json.dumps([DEMO_VERSION, n_frames, list(size), fps]).encode()).hexdigest()[:12]
-    d = (out_dir or cache_dir()) / f"demo-{key}"
+    cached = cached_clips(out_dir, n_frames, size, fps)
+    if cached is not None:
+        return cached
+    d = clip_dir(out_dir, n_frames, size, fps)
     real, fake = d / "real.mp4", d / "swapped.mp4"
-    if real.is_file() and fake.is_file() and (d / "done").is_file():
-        return real, fake
     d.mkdir(parents=True, exist_ok=True)
     frames = list(samples.moving_frames(samples.astronaut(), n_frames, size, seed=1))
     samples.write_video(real, frames, fps=fps)

@@ -71,24 +71,62 @@ def test_bundle_info(tiny_bundle_dir, capsys):
 # --- scan ------------------------------------------------------------------------------------------
 
 
+def _tables(stdout: str) -> dict[str, list[list[str]]]:
+    """The rich tables of a report, by title: each row as its stripped cells (header row first)."""
+    tables: dict[str, list[list[str]]] = {}
+    title, rows = None, None
+    for line in stdout.splitlines():
+        if line.strip() and not line.startswith(("┏", "┃", "┡", "│", "└", "┗")) and rows is None:
+            title = line.strip()
+        elif line.startswith(("┃", "│")):
+            if rows is None:
+                rows = tables.setdefault(title, [])
+            rows.append([c.strip() for c in line.strip("┃│").split("┃" if line.startswith("┃") else "│")])
+        elif line.startswith("└"):
+            title, rows = None, None
+    return tables
+
+
 def test_scan_reports_one_identity_and_writes_jsonl(fakewatch_bin, tiny_bundle_dir, sample_clip, tmp_path):
+    from tests import media_corpus as mc
+
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video")
+    empty = mc.zero_byte(tmp_path)
+    no_face = mc.encode(tmp_path / "noface.mp4", [mc.marker_frame()] * 10)
+    missing = tmp_path / "missing.mp4"
     out = tmp_path / "events.jsonl"
+    inputs = [str(sample_clip), str(bad), "ftp://127.0.0.1/x.mp4", str(missing), str(empty), str(no_face)]
     p = subprocess.run(
-        [str(fakewatch_bin), "scan", str(sample_clip), str(bad), "ftp://127.0.0.1/x.mp4",
-         "--bundle", str(tiny_bundle_dir), "--jsonl", str(out), "--fps", "10"],
+        [str(fakewatch_bin), "scan", *inputs, "--bundle", str(tiny_bundle_dir), "--jsonl", str(out), "--fps", "10"],
         capture_output=True, text=True, env=_env(tmp_path), timeout=300,
     )
     assert p.returncode == 1, p.stderr  # some inputs failed
     err = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(err) == 2, p.stderr  # one clear line per bad input
+    assert len(err) == 4, p.stderr  # one clear line per bad input
     assert any(str(bad) in line and "not a readable video" in line for line in err)
     assert any("unsupported url scheme 'ftp'" in line for line in err)
+    assert f"fakewatch: error: file not found: {missing}" in err  # the path once, not twice
+    assert sum(line.count(str(missing)) for line in err) == 1
+    tables = _tables(p.stdout)
     # the good input was still scanned: one identity row in the table
-    table = [line for line in p.stdout.splitlines() if line.startswith("│")]
-    assert len(table) == 1, p.stdout
-    assert "astronaut" in table[0] and any(v in table[0] for v in ("real", "fake", "uncertain"))
+    (identities,) = [rows for title, rows in tables.items() if title.startswith("fakewatch scan: 6 input(s)")]
+    assert identities[0][:10] == ["stream", "track", "frames", "first s", "last s", "frame", "temporal", "fused",
+                                  "verdict", "alerts"]
+    assert len(identities) == 2 and identities[1][0] == "astronaut", p.stdout
+    assert identities[1][8] in ("real", "fake", "uncertain")
+    # the legend under the table says what the columns and thresholds are
+    text = " ".join(p.stdout.split())
+    assert "fused: (0.6 frame + 0.4 temporal)" in text and "fake once fused >= 0.6" in text
+    assert "real below 0.4" in text and "stream time" in text
+    # every input is listed with its status, in the order given
+    lines = p.stdout.split("inputs: 6, 1 ok, 1 without faces, 4 failed\n", 1)[1].splitlines()[:6]
+    assert lines[0] == f"  ok        {sample_clip} (1 face track)", p.stdout
+    assert lines[1].startswith(f"  failed    {bad}: not a readable video")
+    assert lines[2].startswith("  failed    ftp://127.0.0.1/x.mp4: unsupported url scheme 'ftp'")
+    assert lines[3] == f"  failed    {missing}: file not found"
+    assert lines[4] == f"  failed    {empty}: file is empty (0 bytes)"
+    assert lines[5] == f"  no faces  {no_face}"
     rows = _jsonl(out)
     assert rows and {r["stream_id"] for r in rows} == {"astronaut"}
     assert len({r["track_id"] for r in rows}) == 1
@@ -189,12 +227,99 @@ def test_demo_runs_on_real_and_swapped_clips(fakewatch_bin, tiny_bundle_dir, tmp
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "metrics: http://127.0.0.1:" in p.stdout
+    assert "while the scan runs, a few seconds; --keep: until Ctrl-C" in p.stdout  # how long, and how to keep it
+    # first run: says it builds the clips, not "(cached)"
+    assert "building the sample clip and its face-swapped twin (first run only" in p.stdout
+    assert "(cached)" not in p.stdout
     cached = list((tmp_path / "cache" / "fakewatch").glob("demo-*/swapped.mp4"))
     assert len(cached) == 1
     streams = {r["stream_id"] for r in _jsonl(out)}
     assert streams == {"real", "swapped"}
     table = [line for line in p.stdout.splitlines() if line.startswith("│")]
     assert {line.split("│")[1].strip() for line in table} == {"real", "swapped"}
+
+
+def test_demo_clips_message_says_built_or_cached(tmp_path, monkeypatch):
+    """The demo says "building" when it builds the clips and "cached" only when it reuses them."""
+    import io
+
+    from rich.console import Console
+
+    from daemon import demo
+    from daemon.cli import _demo_clips
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert demo.cached_clips(n_frames=4) is None
+    buf = io.StringIO()
+    first = _demo_clips(Console(file=buf, width=200), 4)
+    assert "building the sample clip" in buf.getvalue() and "using" not in buf.getvalue()
+    assert demo.cached_clips(n_frames=4) == first
+    buf = io.StringIO()
+    assert _demo_clips(Console(file=buf, width=200), 4) == first
+    assert "using the sample clip and its face-swapped twin cached in" in buf.getvalue()
+    assert "building" not in buf.getvalue()
+
+
+def test_sample_clip_example_runs_out_of_the_box(fakewatch_bin, tiny_bundle_dir, tmp_path):
+    """examples/sample-clip.yaml after `fakewatch sample-clips`, from a checkout root: both streams give
+    verdicts (pretty rows on stdout, JSONL under out/), SIGTERM exits 0; what it writes is git-ignored."""
+    import shutil
+
+    root = tmp_path / "checkout"
+    (root / "examples").mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "sample-clip.yaml", root / "examples")
+    env = _env(tmp_path)
+    made = subprocess.run([str(fakewatch_bin), "sample-clips", "--frames", "16"], cwd=root, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert (root / "out/sample/real.mp4").is_file() and (root / "out/sample/swapped.mp4").is_file()
+    out = root / "out" / "sample" / "verdicts.jsonl"
+    proc = subprocess.Popen(
+        [str(fakewatch_bin), "run", "-c", "examples/sample-clip.yaml", "--set", f"bundle.path={tiny_bundle_dir}",
+         "--set", "http.port=0"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    deadline = time.monotonic() + 240  # readiness wait only (a loaded CI box), not a speed check
+    streams: set[str] = set()
+    while streams != {"real", "swapped"}:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no verdicts from both clips: rc={proc.returncode} {proc.communicate()[1][-2000:]}")
+        time.sleep(0.5)
+        if out.exists():
+            streams = {json.loads(line)["stream_id"] for line in out.read_text().splitlines() if line.endswith("}")}
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    from daemon.sinks.stdout import PRETTY_HEADER
+
+    assert stdout.splitlines()[0] == PRETTY_HEADER
+    assert {r["stream_id"] for r in _jsonl(out)} == {"real", "swapped"}
+    # run from the real checkout, both example configs write only where .gitignore covers
+    if shutil.which("git") and (REPO / ".git").exists():
+        for path in ("out/sample/verdicts.jsonl", "out/sample/real.mp4", "fakewatch-verdicts.jsonl",
+                     "fakewatch-verdicts.jsonl.1"):
+            r = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+            assert r.returncode == 0, f"{path} is not git-ignored"
+    cfg = yaml.safe_load((REPO / "examples" / "fakewatch.yaml").read_text())
+    assert cfg["sinks"]["jsonl"]["path"] == "fakewatch-verdicts.jsonl"
+
+
+def test_readme_quick_start_works_without_guessing():
+    """The README says how to reach the venv's commands, documents demo --keep, and only uses subcommands
+    and example files that exist."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "source .venv/bin/activate" in quick and ".venv/bin/fakewatch" in quick
+    assert "--keep" in quick and "while the scan runs" in quick
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    used = set(re.findall(r"^(?:\.venv/bin/)?fakewatch ([a-z-]+)", readme, re.M)) | set(
+        re.findall(r"&& (?:\.venv/bin/)?fakewatch ([a-z-]+)", readme))
+    assert {"demo", "run", "scan", "sample-clips"} <= used
+    assert used <= set(sub.choices), used - set(sub.choices)
+    for example in re.findall(r"examples/[\w.-]+\.yaml", readme):
+        assert (REPO / example).is_file(), example
 
 
 def test_bench_histogram_quantile_between_snapshots():

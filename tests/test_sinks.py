@@ -109,6 +109,28 @@ async def test_stdout_json_and_pretty():
     assert "cam1" in lines[2] and "fake" in lines[2] and "threshold" in lines[2]
 
 
+def test_pretty_rows_use_stream_time_and_the_table_column_names():
+    """A live row names its scores like the per-identity table (frame / temporal / fused) and shows the
+    stream time of the event (pts), not the wall clock it was emitted at."""
+    from rich.console import Console
+
+    from daemon.cli import print_identity_table
+    from daemon.sinks.stdout import pretty_row
+
+    e = VerdictEvent("cam1", 7, "update", 0, 90, 1.0, 12.345, 9, 0.72, "fake", "threshold",
+                     {"frame": 0.8, "temporal": 0.6}, emitted_at=1_700_000_000.0)
+    head, row = PRETTY_HEADER.split(), pretty_row(e).split()
+    assert head[:2] == ["last", "s"] and row[0] == "12.35"  # stream time, not 22:13:20
+    assert ":" not in row[0]
+    names = ["frame", "temporal", "fused", "verdict"]
+    assert [h for h in head if h in names] == names
+    assert row[5:9] == ["0.800", "0.600", "0.720", "fake"]  # in the header's order
+    buf = io.StringIO()
+    print_identity_table([e], console=Console(file=buf, width=200))
+    table_head = next(line for line in buf.getvalue().splitlines() if line.startswith("┃"))
+    assert [c.strip() for c in table_head.strip("┃").split("┃") if c.strip() in names] == names
+
+
 async def _serve(app: web.Application):
     runner = web.AppRunner(app)
     await runner.setup()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
 from daemon.events import VerdictEvent
 from daemon.metrics import Metrics
 from daemon.sinks.base import Sink
 
-PRETTY_HEADER = f"{'time':<8}  {'stream':<16} {'track':>5} {'event':<6} {'frames':>6} {'score':>6} {'frame':>6} {'temp':>6}  {'verdict':<9} alert"
+# Same column names and order as the per-identity table of ``scan``/``demo`` (daemon/cli.py), and,
+# like it, stream time: ``last s`` is the presentation time of the newest frame the event covers.
+PRETTY_COLUMNS = (("last s", ">8"), ("stream", "<16"), ("track", ">5"), ("event", "<6"), ("frames", ">6"),
+                  ("frame", ">6"), ("temporal", ">8"), ("fused", ">6"), ("verdict", "<9"), ("alert", ""))
+PRETTY_HEADER = " ".join(f"{name:{fmt}}" for name, fmt in PRETTY_COLUMNS).rstrip()
 
 
 def _fmt(x: float | None) -> str:
@@ -19,11 +22,9 @@ def _fmt(x: float | None) -> str:
 
 def pretty_row(e: VerdictEvent) -> str:
     """One fixed-width line for a terminal (the header is :data:`PRETTY_HEADER`)."""
-    ts = time.strftime("%H:%M:%S", time.localtime(e.emitted_at or time.time()))
-    return (
-        f"{ts:<8}  {e.stream_id[:16]:<16} {e.track_id:>5} {e.event:<6} {e.frames:>6} {_fmt(e.score):>6} "
-        f"{_fmt(e.scores.get('frame')):>6} {_fmt(e.scores.get('temporal')):>6}  {e.verdict:<9} {e.alert or ''}"
-    ).rstrip()
+    cells = (f"{e.pts_last:.2f}", e.stream_id[:16], e.track_id, e.event, e.frames, _fmt(e.scores.get("frame")),
+             _fmt(e.scores.get("temporal")), _fmt(e.score), e.verdict, e.alert or "")
+    return " ".join(f"{c:{fmt}}" for c, (_, fmt) in zip(cells, PRETTY_COLUMNS, strict=True)).rstrip()
 
 
 class StdoutSink(Sink):
