@@ -36,7 +36,7 @@ td.url { max-width: 360px; overflow: hidden; text-overflow: ellipsis; color: #44
 .cols > section { margin-bottom: 0; }
 @media (max-width: 900px) { .cols { grid-template-columns: 1fr; } }
 ol.alerts { list-style: none; margin: 0; padding: 0; }
-ol.alerts li { display: grid; grid-template-columns: 58px 1fr auto; gap: 2px 8px; padding: 5px 0; border-bottom: 1px solid #eef; align-items: center; }
+ol.alerts li { display: grid; grid-template-columns: 78px 1fr auto; gap: 2px 8px; padding: 5px 0; border-bottom: 1px solid #eef; align-items: center; }
 ol.alerts li .what { font-weight: 600; }
 ol.alerts li .sub { grid-column: 2 / 4; color: var(--muted); font-size: 12px; }
 ol.alerts li.acked { opacity: .55; }
@@ -50,11 +50,14 @@ button { font: inherit; font-size: 12px; padding: 1px 8px; border: 1px solid #bb
 .card .title .score { margin-left: auto; font-variant-numeric: tabular-nums; color: #445; }
 .crop { width: 96px; height: 96px; border-radius: 4px; background: #eef; object-fit: cover; display: flex; align-items: center; justify-content: center; color: var(--muted); font-size: 11px; text-align: center; }
 .card .facts { grid-column: 1 / 3; color: var(--muted); font-size: 12px; }
-svg.timeline { width: 100%; height: auto; max-height: 130px; }
+svg.timeline { width: 100%; height: auto; display: block; }
+.evidence .chart { flex: 1; min-width: 420px; max-width: 900px; }
+header form { display: flex; align-items: center; gap: 6px; margin: 0; }
 .legend { color: var(--muted); font-size: 11px; display: flex; gap: 10px; flex-wrap: wrap; margin-top: 2px; }
 .legend i { display: inline-block; width: 14px; height: 3px; vertical-align: middle; margin-right: 3px; }
 .legend i.frame { background: #1f77b4; } .legend i.temporal { background: #ff7f0e; } .legend i.fused { background: #111; height: 4px; }
 .legend i.hi { background: var(--fake); height: 1px; } .legend i.lo { background: var(--real); height: 1px; }
+.legend i.now { background: #556; width: 2px; height: 10px; }
 .empty { color: var(--muted); padding: 6px 0; }
 form.filters { display: flex; gap: 12px; align-items: center; margin: 0 0 10px; flex-wrap: wrap; }
 form.filters label { color: var(--muted); }
@@ -80,7 +83,9 @@ JS = r"""
 
   if (tokenBox) {
     tokenBox.value = sessionStorage.getItem("fakewatch-token") || "";
-    tokenBox.addEventListener("change", function () { sessionStorage.setItem("fakewatch-token", tokenBox.value.trim()); });
+    var saveToken = function () { sessionStorage.setItem("fakewatch-token", tokenBox.value.trim()); };
+    tokenBox.addEventListener("input", saveToken);
+    tokenBox.form.addEventListener("submit", function (ev) { ev.preventDefault(); saveToken(); });
   }
 
   // acknowledge an alert through the control API (the token never leaves this tab's sessionStorage)
@@ -136,3 +141,8 @@ JS = r"""
   setTimeout(tick, interval);
 })();
 """
+
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1d2533"/>'
+    '<path d="M2 11 L6 7 L9 9 L14 3" fill="none" stroke="#ff7f0e" stroke-width="2"/></svg>'
+)

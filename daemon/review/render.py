@@ -41,14 +41,15 @@ def iso(ts: float | None) -> str:
 
 def page(title: str, body: str, *, run: str, header_meta: str = "", api: bool = False, live_src: str | None = None,
          interval_ms: int = 2000) -> str:
-    token = ('<label class="meta" for="token">API token</label>'
-             '<input id="token" type="password" autocomplete="off" placeholder="for acknowledging">') if api else ""
+    token = ('<form id="token-form" autocomplete="off"><label class="meta" for="token">API token</label>'
+             '<input id="token" type="password" autocomplete="off" placeholder="for acknowledging"></form>') if api else ""
     live = (f' id="live" data-src="{esc(live_src)}" data-run="{esc(run)}" data-interval="{int(interval_ms)}"'
             if live_src else "")
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{esc(title)}</title><link rel=\"stylesheet\" href=\"/review/static/review.css\">"
+        f"<title>{esc(title)}</title><link rel=\"icon\" href=\"/review/static/favicon.svg\" type=\"image/svg+xml\">"
+        "<link rel=\"stylesheet\" href=\"/review/static/review.css\">"
         "<script src=\"/review/static/review.js\" defer></script></head>"
         f"<body data-run=\"{esc(run)}\"><header><h1><a href=\"/review\" class=\"home\">fakewatch review</a></h1>"
         f"<span class=\"meta\">{header_meta}</span><span class=\"spacer\"></span>"
@@ -132,14 +133,15 @@ def _path(points: Sequence[tuple[float, float | None]], x, y) -> str:
 
 
 def timeline_svg(points: Sequence[tuple[float, float | None, float | None, float]], alerts: Sequence[tuple[float, float, str]],
-                 th_high: float, th_low: float, width: int = 360, height: int = 118) -> str:
+                 th_high: float, th_low: float, width: int = 560, height: int = 130, marker: float | None = None) -> str:
     """Frame, temporal and fused score over stream time, with the fusion thresholds and alert markers.
 
-    ``points``: (pts, frame, temporal, fused); ``alerts``: (pts, fused, kind).
+    ``points``: (pts, frame, temporal, fused); ``alerts``: (pts, fused, kind); ``marker``: a stream
+    time to mark with a vertical line (the event shown on an event page).
     """
     left, right, top, bottom = 26, 6, 6, 18
     w, h = width - left - right, height - top - bottom
-    ts = [p[0] for p in points] + [a[0] for a in alerts]
+    ts = [p[0] for p in points] + [a[0] for a in alerts] + ([marker] if marker is not None else [])
     t0, t1 = (min(ts), max(ts)) if ts else (0.0, 1.0)
     if t1 - t0 < 1e-6:
         t1 = t0 + 1.0
@@ -167,6 +169,9 @@ def timeline_svg(points: Sequence[tuple[float, float | None, float | None, float
         if d:
             parts.append(f'<path class="{name}" d="{d}" fill="none" stroke="{COLOURS[name]}" stroke-width="{sw}" '
                          f'stroke-linejoin="round"><title>{name}</title></path>')
+    if marker is not None:
+        parts.append(f'<line class="now" x1="{x(marker):.1f}" x2="{x(marker):.1f}" y1="{top}" y2="{top + h}" '
+                     f'stroke="#556" stroke-width="1.5"><title>this event, {marker:.1f} s</title></line>')
     for t, v, kind in alerts:
         parts.append(f'<circle class="alert" cx="{x(t):.1f}" cy="{y(v):.1f}" r="3.5" fill="{COLOURS["hi"]}" '
                      f'stroke="#fff"><title>{esc(kind)} alert at {t:.1f} s</title></circle>')
@@ -230,12 +235,13 @@ def event_body(e: dict[str, Any], ack: dict | None, api: bool, svg: str, crop_ur
         act = ""
     pretty = json.dumps(e, indent=2, sort_keys=True, default=str)
     kind = f'<span class="kind">{esc(e.get("alert"))}</span>' if e.get("alert") else ""
+    legend = LEGEND.replace("</div>", '<span><i class="now"></i>this event</span></div>')
     back = f'/review?stream={quote(str(e["stream_id"]))}'
     return (
         f'<section><h2>{esc(e["event"])} event · {esc(e["stream_id"])} · track {esc(e["track_id"])} '
         f'<span class="badge {esc(e["verdict"])}">{esc(e["verdict"])}</span> '
         f'{kind} {act}</h2>'
-        f'<div class="evidence">{img}<div>{svg}{LEGEND}<p>fused {fmt(e.get("score"))} at {fmt(e.get("pts_last"), 2)} s'
+        f'<div class="evidence">{img}<div class="chart">{svg}{legend}<p>fused {fmt(e.get("score"))} at {fmt(e.get("pts_last"), 2)} s'
         f' (stream time) · emitted {esc(clock(e.get("emitted_at")))} · id <code>{esc(e["id"])}</code> · '
         f'<a href="/review/events/{esc(e["id"])}.json">raw JSON</a> · <a href="{esc(back)}">back</a></p></div></div></section>'
         f'<section><h2>Event JSON</h2><pre class="json">{esc(pretty)}</pre></section>'

@@ -41,7 +41,7 @@ from aiohttp import web
 
 from daemon.logging import redact_text
 from daemon.review import render
-from daemon.review.assets import CSS, JS
+from daemon.review.assets import CSS, FAVICON, JS
 from daemon.review.store import Stored, VerdictStore, crop_stat
 from daemon.sinks.base import Sink
 
@@ -172,6 +172,7 @@ class Review:
             r.add_get("/review/state.json", self._state)
             r.add_get("/review/static/review.css", self._css)
             r.add_get("/review/static/review.js", self._js)
+            r.add_get("/review/static/favicon.svg", self._favicon)
             r.add_get(f"/review/events/{EVENT_ID}.json", self._event_json)
             r.add_get(f"/review/events/{EVENT_ID}", self._event_page)
             r.add_get(f"/review/evidence/{EVENT_ID}.jpg", self._evidence)
@@ -335,7 +336,7 @@ class Review:
             return None
         return p
 
-    def _timeline(self, key: Any) -> str:
+    def _timeline(self, key: Any, marker: float | None = None) -> str:
         t = self.store.track_info(key)
         points = list(t.points) if t is not None else []
         events = self.store.track_events(key)
@@ -343,7 +344,7 @@ class Review:
             points = [(e.event["pts_last"], (e.event.get("scores") or {}).get("frame"),
                        (e.event.get("scores") or {}).get("temporal"), e.event["score"]) for e in events]
         alerts = [(e.event["pts_last"], e.event["score"], e.event.get("alert")) for e in events if e.event.get("alert")]
-        return render.timeline_svg(points, alerts, self.th_high, self.th_low)
+        return render.timeline_svg(points, alerts, self.th_high, self.th_low, marker=marker)
 
     def parts(self, stream: str | None, verdict: str | None, open_only: bool) -> dict[str, str]:
         st = self.store
@@ -366,7 +367,7 @@ class Review:
         if b is not None:
             models = f"bundle {render.esc(getattr(b, 'version_string', ''))} · "
         db = "sqlite" if self.store.persistent else "memory"
-        return (f"{models}{len(self.store)} events ({db}) · thresholds {self.th_low:g} / {self.th_high:g} · "
+        return (f"{models}{len(self.store)} events ({db}) · threshold_low {self.th_low:g} · threshold_high {self.th_high:g} · "
                 f"run {render.esc(self.store.run)}")
 
     async def _root(self, request: web.Request) -> web.StreamResponse:
@@ -405,6 +406,9 @@ class Review:
     async def _css(self, request: web.Request) -> web.Response:
         return web.Response(text=CSS, content_type="text/css", charset="utf-8")
 
+    async def _favicon(self, request: web.Request) -> web.Response:
+        return web.Response(text=FAVICON, content_type="image/svg+xml")
+
     async def _js(self, request: web.Request) -> web.Response:
         return web.Response(text=JS, content_type="application/javascript", charset="utf-8")
 
@@ -425,7 +429,8 @@ class Review:
             return _html(render.page("unknown event", '<section><div class="empty">unknown event (it may have been '
                                      'dropped by the retention)</div></section>', run=self.store.run), 404)
         crop_id, why = self._crop_for(self.store.track_info(s.key))
-        body = render.event_body(s.event, self.store.ack_of(s.id), self.api_on, self._timeline(s.key),
+        body = render.event_body(s.event, self.store.ack_of(s.id), self.api_on,
+                                 self._timeline(s.key, marker=float(s.event["pts_last"])),
                                  f"/review/evidence/{crop_id}.jpg" if crop_id else None, why)
         return _html(render.page(f"event {s.id}", body, run=self.store.run, header_meta=self._header_meta(),
                                  api=self.api_on))
