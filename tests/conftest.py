@@ -20,11 +20,13 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_clip(tmp_path_factory) -> Path:
-    """A 2 s 640x360 H.264 clip of a moving real face (scikit-image astronaut)."""
+    """A 2 s 640x360 H.264 clip of a moving real face (scikit-image astronaut), the same bytes in every run."""
     from detectors import samples
+    from tests.media_corpus import deterministic_options
 
     p = tmp_path_factory.mktemp("clips") / "astronaut.mp4"
-    return samples.write_video(p, samples.moving_frames(samples.astronaut(), 50, (640, 360)), fps=25)
+    return samples.write_video(p, samples.moving_frames(samples.astronaut(), 50, (640, 360)), fps=25,
+                               options=deterministic_options("libx264"))
 
 
 @pytest.fixture(scope="module")

@@ -137,13 +137,20 @@ async def test_close_without_drain_fails_pending():
 async def test_backpressure_bounded_queue():
     release = threading.Event()
 
+    running = threading.Event()
+
     def fn(items):
+        running.set()
         release.wait(5)
         return items
 
     b = MicroBatcher(fn, max_batch=1, max_wait_s=0.0, model_name="q", queue_size=2)
     tasks = [asyncio.create_task(b.submit(i)) for i in range(6)]
-    await asyncio.sleep(0.05)
+    # wait for the first batch to be running (not a fixed sleep: a loaded box may take longer to get there),
+    # then let the loop settle: the freed queue slot is refilled by a waiting submit, and nothing more
+    assert await asyncio.to_thread(running.wait, 5)
+    for _ in range(20):
+        await asyncio.sleep(0)
     # one item runs, two wait in the queue; the rest wait in submit (not queued, memory bounded)
     assert b._queue is not None and b._queue.qsize() == 2
     release.set()

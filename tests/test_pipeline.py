@@ -26,6 +26,7 @@ from detectors import samples
 from detectors.bundle import load_bundle
 from detectors.faces.centerface import CenterFaceDetector
 from detectors.faces.pipeline import FacePipeline
+from tests.media_corpus import deterministic_options
 from tests.tiny_bundle import build_tiny_bundle
 
 
@@ -92,7 +93,8 @@ def bundle(tmp_path_factory):
 def clip(tmp_path_factory) -> Path:
     """4 s, 25 fps, 480x270 H.264 clip of a moving real face."""
     p = tmp_path_factory.mktemp("clips") / "astronaut4s.mp4"
-    return samples.write_video(p, samples.moving_frames(samples.astronaut(), 100, (480, 270)), fps=25)
+    return samples.write_video(p, samples.moving_frames(samples.astronaut(), 100, (480, 270)), fps=25,
+                               options=deterministic_options("libx264"))  # same bytes (and detections) every run
 
 
 def _cfg(**kw) -> PipelineConfig:
