@@ -386,3 +386,63 @@ async def test_page_shows_a_stored_track_with_its_timeline_and_crop(served):
     assert data["event"]["id"] == ev.id and data["evidence_url"] == f"/review/evidence/{ev.id}.jpg"
     async with http.get(srv.url + f"/review/events/{ev.id}") as r:
         assert r.status == 200 and "Event JSON" in await r.text()
+
+
+# --- examples/review.yaml ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_review_example_runs_out_of_the_box(fakewatch_bin, tiny_bundle_dir, tmp_path):
+    """examples/review.yaml after `fakewatch sample-clips`, from a checkout root: the page lists both
+    streams and their tracks, the API is on with a token from the environment, SIGTERM exits 0, and
+    `fakewatch verdicts --db` reads the store it left under out/."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "checkout"
+    (root / "examples").mkdir(parents=True)
+    shutil.copy(repo / "examples" / "review.yaml", root / "examples")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "FAKEWATCH_API_TOKEN": TOKEN}
+    made = subprocess.run([str(fakewatch_bin), "sample-clips", "--frames", "16"], cwd=root, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(fakewatch_bin), "run", "-c", "examples/review.yaml", "--set",
+                             f"bundle.path={tiny_bundle_dir}", "--set", f"http.port={port}"],
+                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    state: dict = {}
+    try:
+        deadline = time.monotonic() + 240  # readiness wait only (a loaded CI box), not a speed check
+        while not ({t["stream"] for t in state.get("tracks", [])} == {"real", "swapped"}
+                   and {s["state"] for s in state.get("streams", [])} == {"running"}):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"page never showed both tracks: {state} {proc.poll()}")
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(url + "/review/state.json", timeout=10) as r:
+                    state = json.loads(r.read())
+            except OSError:
+                continue
+        assert state["persistent"] is True
+        with urllib.request.urlopen(url + "/review", timeout=30) as r:
+            page = r.read().decode()
+        assert 'data-stream="real"' in page and 'data-stream="swapped"' in page and "svg" in page
+        req = urllib.request.Request(url + "/api/v1/streams", headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert {s["id"] for s in json.loads(r.read())["streams"]} == {"real", "swapped"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert TOKEN not in stderr
+    out = subprocess.run([str(fakewatch_bin), "verdicts", "--db", "out/sample/review.db"], cwd=root,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert {json.loads(line)["stream_id"] for line in out.splitlines()} == {"real", "swapped"}
+    assert (root / "out" / "sample" / "evidence").is_dir()

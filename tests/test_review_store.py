@@ -55,6 +55,30 @@ def test_replayed_event_ids_are_stored_once():
     assert len(store) == 1
 
 
+async def test_an_id_replayed_by_a_later_run_moves_to_that_run(tmp_path):
+    """A restarted daemon that re-analyses a file from its start emits the previous run's ids."""
+    cfg = ReviewStoreConfig(db=tmp_path / "review.db")
+    a = VerdictStore(cfg)
+    a.open()
+    e = event("cam1", 1, 9, score=0.9, alert="threshold")
+    a.add(e)
+    a.ack(e["id"], "seen")
+    await a.flush()
+    a.close()
+    b = VerdictStore(cfg)
+    b.open()
+    again = dict(e, emitted_at=time.time() + 5)
+    assert b.add(again) is True
+    await b.flush()
+    assert b.get(e["id"]).run == b.run and len(b) == 1
+    assert [t.key for t in b.tracks()] == [(b.run, "cam1", 1)]  # the old run's track is gone with its event
+    assert b.ack_of(e["id"])["note"] == "seen"
+    assert b.add(dict(again)) is False
+    b.close()
+    rows = query_db(tmp_path / "review.db")
+    assert len(rows) == 1 and rows[0]["emitted_at"] == again["emitted_at"] and rows[0]["ack"]["note"] == "seen"
+
+
 def test_age_retention_in_memory_and_filters():
     clock = Clock()
     store = VerdictStore(ReviewStoreConfig(max_age_s=60), clock=clock)

@@ -11,7 +11,10 @@ CSS = """
 :root { --fake: #c62828; --uncertain: #b26a00; --real: #2e7d32; --muted: #667; --line: #dde; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 13px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #223; background: #f5f6fa; }
-header { display: flex; align-items: center; gap: 14px; padding: 8px 16px; background: #1d2533; color: #eef; flex-wrap: wrap; }
+header { display: flex; align-items: center; gap: 14px; padding: 8px 16px; background: #1d2533; color: #eef; }
+header .hmeta { min-width: 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+header h1, header #status, header form, header #updated { flex: none; }
+@media (max-width: 900px) { header { flex-wrap: wrap; } }
 header h1 { font-size: 16px; margin: 0; font-weight: 600; }
 header .meta { color: #aab; font-size: 12px; }
 header .spacer { flex: 1; }

@@ -52,7 +52,7 @@ def page(title: str, body: str, *, run: str, header_meta: str = "", api: bool = 
         "<link rel=\"stylesheet\" href=\"/review/static/review.css\">"
         "<script src=\"/review/static/review.js\" defer></script></head>"
         f"<body data-run=\"{esc(run)}\"><header><h1><a href=\"/review\" class=\"home\">fakewatch review</a></h1>"
-        f"<span class=\"meta\">{header_meta}</span><span class=\"spacer\"></span>"
+        f"<span class=\"meta hmeta\">{header_meta}</span><span class=\"spacer\"></span>"
         f"<span class=\"meta\" id=\"updated\"></span><span id=\"status\" class=\"badge ok\">"
         f"{'live' if live_src else 'static'}</span>{token}</header>"
         f"<main{live}>{body}</main></body></html>\n"
@@ -196,10 +196,12 @@ def crop_html(event_id: str | None, why_none: str) -> str:
 def track_card(t: Any, latest: dict[str, Any], svg: str, crop: str, live: bool) -> str:
     e = latest
     state = "ended" if e["event"] == "end" else ("active" if live else "earlier run")
+    earlier = "" if live else '<span class="badge acked">earlier run</span>'
     return (
         f'<div class="card" data-stream="{esc(t.stream)}" data-track="{esc(t.track)}" data-verdict="{esc(e["verdict"])}">'
         f'<div class="title"><b>{esc(t.stream)} · track {esc(t.track)}</b>'
         f'<span class="badge {esc(e["verdict"])}">{esc(e["verdict"])}</span>'
+        f'{earlier}'
         f'<span class="score">fused {fmt(e.get("score"))} · peak {fmt((e.get("scores") or {}).get("peak"))}</span></div>'
         f'{crop}<div>{svg}{LEGEND}</div>'
         f'<div class="facts">{esc(state)} · {esc(e.get("frames"))} frames · {fmt(e.get("pts_first"), 1)}–'

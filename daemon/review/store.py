@@ -207,12 +207,26 @@ class VerdictStore:
 
     # --- writes ----------------------------------------------------------------------------------------
     def add(self, event: dict[str, Any], crop_stat: tuple[int, int] | None = None, run: str | None = None) -> bool:
-        """Store one event (``VerdictEvent.to_dict()``); False when its id is already stored (a replay)."""
+        """Store one event (``VerdictEvent.to_dict()``); False when this run already stored its id (a replay).
+
+        Event ids are deterministic, so a restarted daemon that analyses the same frames again (a file
+        from its start, a Kafka replay after a crash) emits the ids of the previous run: such an event
+        moves to the new run (its track is the live one now); an acknowledgement stays with the id.
+        """
         eid = event.get("id")
-        if not isinstance(eid, str) or eid in self._events:
+        run = run or self.run
+        if not isinstance(eid, str):
             return False
+        old = self._events.get(eid)
+        if old is not None:
+            if old.run == run:
+                return False
+            ack = self._acks.get(eid)
+            self._evict(old)
+            if ack is not None:
+                self._acks[eid] = ack
         self._seq += 1
-        s = Stored(self._seq, run or self.run, event, crop_stat)
+        s = Stored(self._seq, run, event, crop_stat)
         self._insert(s)
         if self._con is not None:
             self._pending.append(("event", s))
@@ -384,6 +398,7 @@ class VerdictStore:
                     s: Stored = op[1]
                     e = s.event
                     mt, sz = s.crop_stat if s.crop_stat else (None, None)
+                    con.execute("DELETE FROM events WHERE id = ? AND run <> ?", (s.id, s.run))  # moved to this run
                     con.execute(
                         "INSERT OR IGNORE INTO events (id, run, stream, track, kind, verdict, alert, score, pts, "
                         "emitted_at, crop_mtime, crop_size, json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

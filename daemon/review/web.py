@@ -207,6 +207,7 @@ class Review:
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
         for k, v in SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
+        response.headers["Server"] = "fakewatch"  # (not aiohttp's name and version)
 
     async def _background(self, app: web.Application):
         task = asyncio.get_running_loop().create_task(self._tick_loop(), name="review-background")
@@ -284,7 +285,7 @@ class Review:
                 "id": sid, "url": _clean(url), "state": state, "live": bool(getattr(src, "live", False)),
                 "fps": None if state != "running" else fps, "faces_per_frame": fpf,
                 "tracks_active": int(active.get(label, 0)), "frames": int(frames.get(label, 0)),
-                "error": _clean(getattr(src, "last_error", None)) if state in ("failed", "reconnecting") else None,
+                "error": (_clean(getattr(src, "last_error", None)) or None) if state in ("failed", "reconnecting") else None,
             })
         for sid in d.stream_ids() if hasattr(d, "stream_ids") else []:  # Kafka streams (one source, many streams)
             if sid in seen:
