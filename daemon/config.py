@@ -270,6 +270,12 @@ class HttpConfig(StrictModel):
             raise ValueError("api_token must be at least 16 characters (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
         return v
 
+    @model_validator(mode="after")
+    def _review_needs_the_server(self) -> HttpConfig:
+        if not self.enabled and (self.review or self.api_token is not None):
+            raise ValueError("review / api_token need the HTTP server (http.enabled: true)")
+        return self
+
 
 class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe level logged")

@@ -162,6 +162,21 @@ async def test_api_is_off_without_a_token_and_page_off_without_review(tmp_path):
             await srv.stop()
 
 
+def test_review_config_keys():
+    from daemon.config import ConfigError, dump_yaml
+
+    assert validate_config({}, check_paths=False).http.review is False  # opt-in
+    assert validate_config({"http": {"api_token": ""}}, check_paths=False).http.api_token is None  # ${VAR:-}
+    cfg = validate_config({"http": {"review": True, "api_token": TOKEN}}, check_paths=False)
+    assert TOKEN not in dump_yaml(cfg) and "api_token: '***'" in dump_yaml(cfg)
+    for http_cfg, msg in (({"api_token": "short"}, "at least 16 characters"),
+                          ({"enabled": False, "review": True}, "need the HTTP server"),
+                          ({"store": {"max_events": 0}}, "http.store.max_events")):
+        with pytest.raises(ConfigError, match=msg) as ei:
+            validate_config({"http": http_cfg}, check_paths=False)
+        assert "short" not in str(ei.value).replace("at least", "")
+
+
 # --- streams ----------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ the demo's real clip (scikit-image's astronaut, looped in real time); the tests 
 
 * load the page and wait for the stream row and the track's score timeline and evidence crop;
 * add the demo's face-swapped twin through the control API and wait for its row and an alert,
-  open the alert's event page (JSON + evidence) and acknowledge it;
+  open the alert's event page (JSON + evidence) and acknowledge it, then remove the stream again;
 * stop the daemon (SIGTERM) and start it again on the same port and db: the open page shows
   "reconnecting", then follows the new daemon, and the old alert (acknowledged) is still there.
 
@@ -230,6 +230,15 @@ def test_adding_a_stream_makes_it_appear_and_its_fake_clip_raises_an_alert(daemo
     expect(page.locator(f'button[data-ack="{event_id}"]')).to_have_text("acknowledged")
     acked = {a["id"]: a["ack"] for a in daemon.state()["alerts"]}
     assert acked[event_id] is not None
+
+    # removing it through the API takes it off the page; the other stream keeps running
+    page.goto(daemon.url + "/review")
+    expect(page.locator('#streams tr[data-stream="swapped"]')).to_be_visible()
+    assert daemon.api("DELETE", "/api/v1/streams/swapped") == (200, {"removed": "swapped"})
+    expect(page.locator('#streams tr[data-stream="swapped"]')).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator('#streams tr[data-stream="lobby"] .badge')).to_have_text("running")
+    card = page.locator('#tracks .card[data-stream="swapped"]').first
+    expect(card.locator(".facts")).to_contain_text("ended", timeout=WAIT_MS)  # its track got its end event
     _no_errors(page)
 
 
@@ -253,7 +262,7 @@ def test_the_page_follows_a_daemon_restart_and_keeps_its_history(daemon, page, f
     item = page.locator(f'#alerts li[data-event="{some}"]')
     expect(item).to_be_visible(timeout=WAIT_MS)
     expect(item.locator(".badge.acked")).to_have_text("acknowledged")
-    # the configured stream runs again (the API-added one was not in the config)
+    # the configured stream runs again (the API-added one, removed before, was not in the config)
     expect(page.locator('#streams tr[data-stream="lobby"] .badge')).to_have_text("running", timeout=WAIT_MS)
     expect(page.locator('#streams tr[data-stream="swapped"]')).to_have_count(0)
     _no_errors(page, allowed=("Failed to load resource", "net::ERR_CONNECTION_REFUSED"))  # fetches while it was down

@@ -131,6 +131,7 @@ class Review:
         self.open_wait_s = open_wait_s
         self.daemon: Any = None
         self._samples: dict[str, collections.deque] = {}
+        self._removed: set[str] = set()  # stream ids removed through the API (their state stays in the daemon)
         self.interval_ms = 2000
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -287,12 +288,14 @@ class Review:
                 "tracks_active": int(active.get(label, 0)), "frames": int(frames.get(label, 0)),
                 "error": (_clean(getattr(src, "last_error", None)) or None) if state in ("failed", "reconnecting") else None,
             })
-        for sid in d.stream_ids() if hasattr(d, "stream_ids") else []:  # Kafka streams (one source, many streams)
-            if sid in seen:
+        multi = [s for s in d.sources() if not hasattr(s, "display_url")]  # Kafka: one source, many streams
+        for sid in d.stream_ids() if multi and hasattr(d, "stream_ids") else []:
+            if sid in seen or sid in self._removed:
                 continue
             label = m.stream_label(sid) if m is not None else sid
             fps, fpf = self._rates(label)
-            rows.append({"id": sid, "url": "kafka", "state": "running", "live": True, "fps": fps,
+            state = getattr(getattr(multi[0], "state", None), "value", "running")
+            rows.append({"id": sid, "url": "kafka", "state": state, "live": True, "fps": fps,
                          "faces_per_frame": fpf, "tracks_active": int(active.get(label, 0)),
                          "frames": int(frames.get(label, 0)), "error": None})
         return rows
@@ -527,6 +530,7 @@ class Review:
 
         src = AvSource(sc.id, sc.url, self.metrics, sc.source)
         d.add_source(src)
+        self._removed.discard(sc.id)
         log.info("stream %s added through the control API", sc.id, extra={"url": src.display_url})
         deadline = time.monotonic() + self.open_wait_s
         while src.state == StreamState.STARTING and time.monotonic() < deadline:
@@ -546,6 +550,7 @@ class Review:
         if d is None or not any(getattr(s, "stream_id", None) == sid for s in d.sources()):
             return _error(404, "unknown stream")
         await d.remove_source(sid)
+        self._removed.add(sid)
         log.info("stream %s removed through the control API", sid)
         return _json({"removed": sid})
 
