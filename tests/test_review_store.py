@@ -60,7 +60,9 @@ async def test_an_id_replayed_by_a_later_run_moves_to_that_run(tmp_path):
     cfg = ReviewStoreConfig(db=tmp_path / "review.db")
     a = VerdictStore(cfg)
     a.open()
+    first = event("cam1", 1, 3, kind="start")
     e = event("cam1", 1, 9, score=0.9, alert="threshold")
+    a.add(first)
     a.add(e)
     a.ack(e["id"], "seen")
     await a.flush()
@@ -70,13 +72,15 @@ async def test_an_id_replayed_by_a_later_run_moves_to_that_run(tmp_path):
     again = dict(e, emitted_at=time.time() + 5)
     assert b.add(again) is True
     await b.flush()
-    assert b.get(e["id"]).run == b.run and len(b) == 1
-    assert [t.key for t in b.tracks()] == [(b.run, "cam1", 1)]  # the old run's track is gone with its event
+    assert b.get(e["id"]).run == b.run and len(b) == 2
+    # the old run's track keeps what was not replayed (its latest event is now the start)
+    assert [(t.key, t.latest) for t in b.tracks()] == [((b.run, "cam1", 1), e["id"]), ((a.run, "cam1", 1), first["id"])]
     assert b.ack_of(e["id"])["note"] == "seen"
     assert b.add(dict(again)) is False
     b.close()
     rows = query_db(tmp_path / "review.db")
-    assert len(rows) == 1 and rows[0]["emitted_at"] == again["emitted_at"] and rows[0]["ack"]["note"] == "seen"
+    assert [r["id"] for r in rows] == [first["id"], e["id"]]
+    assert rows[1]["emitted_at"] == again["emitted_at"] and rows[1]["ack"]["note"] == "seen"
 
 
 def test_age_retention_in_memory_and_filters():

@@ -329,10 +329,12 @@ class VerdictStore:
         if t.n_events <= 0:
             del self._tracks[s.key]
             return
-        if t.crop_event == s.id:
-            t.crop_event = None
-        if t.latest == s.id:  # cannot happen for the newest event, kept for safety
-            t.latest = None
+        if t.latest == s.id or t.crop_event == s.id:  # (an event that moved to a later run)
+            rest = [o for o in self._events.values() if o.key == s.key]
+            if t.latest == s.id:
+                t.latest = rest[-1].id if rest else None
+            if t.crop_event == s.id:
+                t.crop_event = next((o.id for o in reversed(rest) if o.event.get("evidence", {}).get("crop")), None)
 
     # --- reads -----------------------------------------------------------------------------------------
     def __len__(self) -> int:

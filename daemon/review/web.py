@@ -341,10 +341,13 @@ class Review:
         return p
 
     def _timeline(self, key: Any, marker: float | None = None) -> str:
-        t = self.store.track_info(key)
+        st = self.store
+        t = st.track_info(key)
         points = list(t.points) if t is not None else []
-        events = self.store.track_events(key)
-        if not points:  # (an event-only history, e.g. loaded from a db written without points)
+        if points and t is not None:
+            events = [e for e in (st.get(i) for i in t.alerts) if e is not None]
+        else:  # (an event-only history, e.g. loaded from a db written without points)
+            events = st.track_events(key)
             points = [(e.event["pts_last"], (e.event.get("scores") or {}).get("frame"),
                        (e.event.get("scores") or {}).get("temporal"), e.event["score"]) for e in events]
         alerts = [(e.event["pts_last"], e.event["score"], e.event.get("alert")) for e in events if e.event.get("alert")]
