@@ -120,7 +120,8 @@ class ANLModel(nn.Module):
     def __init__(self, cfg: Mapping, noise_shape: tuple[int, int, int] | None):
         super().__init__()
         m, a = cfg["model"], cfg["anl"]
-        self.detector = build_frame_detector(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None)
+        self.detector = build_frame_detector(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None,
+                                    pretrained=m.get("pretrained") or None)
         self.mode = a["attention_mode"]
         self.tau = float(a["tau"])
         self.infer_t = int(a["infer_t"])

@@ -61,7 +61,8 @@ def train_difffake_backbone(cfg: Mapping, dataset: Dataset | None = None, val_da
     tcfg, m = cfg["train"], cfg["model"]
     size = int(m["image_size"])
     dataset, val_dataset = tl.default_pair_datasets(cfg, dataset, val_dataset, size)
-    model = build_embedder(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None).to(device).train()
+    model = build_embedder(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None,
+                                    pretrained=m.get("pretrained") or None).to(device).train()
     s = tl.setup_training(cfg, model.parameters(), dataset, val_dataset, gen, "difffake", device)
     extra = {"embedding_dim": model.dim, "image_size": size}
     for step in range(s.steps):

@@ -110,7 +110,8 @@ class DiffusionFakeModel(nn.Module):
     def __init__(self, cfg: Mapping, latent_size: int, inject_channels: int, guide: nn.Module | None):
         super().__init__()
         m, d = cfg["model"], cfg["diffusionfake"]
-        self.detector = build_frame_detector(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None)
+        self.detector = build_frame_detector(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None,
+                                    pretrained=m.get("pretrained") or None)
         c = self.detector.channels
         size = int(m["image_size"])
         with torch.no_grad():

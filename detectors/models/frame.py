@@ -36,5 +36,5 @@ class FrameDetector(nn.Module):
         return self.head(self.features(x))
 
 
-def build_frame_detector(backbone: str, dropout: float = 0.2, weights: str | None = None, **kwargs) -> FrameDetector:
-    return FrameDetector(create_backbone(backbone, weights=weights, **kwargs), dropout)
+def build_frame_detector(backbone: str, dropout: float = 0.2, weights: str | None = None, pretrained: str | None = None, **kwargs) -> FrameDetector:
+    return FrameDetector(create_backbone(backbone, weights=weights, pretrained=pretrained, **kwargs), dropout)
