@@ -5,6 +5,7 @@ Commands::
     fakewatch-train prepare --dataset NAME --root DIR --out PREPARED      face crops + manifest
     fakewatch-train prior   [--config F] [--set k=v] [--images DIR]        pixel DDPM face prior
     fakewatch-train fit     --method anl|diffusionfake|difffake [--config F] [--set k=v] [--data PREPARED]
+    fakewatch-train reconstruct --data PREPARED --ae DIR --out DIR        autoencoder pseudo-fakes (once per crop)
     fakewatch-train eval    --bundle DIR --data PREPARED [--data ...]      tables + plots
     fakewatch-train export  --checkpoint CK --out DIR                     ONNX (+fp16) with parity check
     fakewatch-train bundle  --out DIR [--frame CK] [--difffake CK] [--calib-data PREPARED]
@@ -387,6 +388,18 @@ def cmd_fit(a: argparse.Namespace, cfg: dict[str, Any], run: Run) -> dict[str, A
     return result
 
 
+def cmd_reconstruct(a: argparse.Namespace) -> dict[str, Any]:
+    from trainer.prepare import load_manifest
+    from trainer.reconstruct import reconstruct_crops
+
+    splits = set(a.split or ["train", "val"])
+    rows = [r for r in load_manifest(a.data) if int(r.get("label", 0)) == 0 and r.get("split", "all") in splits]
+    if not rows:
+        raise UsageError(f"{a.data}: no real crops in splits {sorted(splits)}")
+    return reconstruct_crops(rows, a.out, a.ae, latent_noise=a.latent_noise, threads=a.threads, seed=a.seed,
+                             limit=a.limit)
+
+
 def cmd_eval(a: argparse.Namespace) -> dict[str, Any]:
     from detectors.bundle import load_bundle
 
@@ -572,6 +585,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", help="prepared-crops folder (sets data.crops); its real crops make the "
                     "pseudo-fake pairs, split by the manifest or identity-disjoint (data.val_fraction)")
 
+    sp = sub.add_parser("reconstruct", help="autoencoder reconstructions of real crops (recon/regen pseudo-fakes)")
+    sp.add_argument("--data", required=True, help="prepared-crops folder (its real crops of --split)")
+    sp.add_argument("--ae", required=True, help="folder with taef2_encoder.pth + taef2_decoder.pth (local)")
+    sp.add_argument("--out", required=True, help="output folder (resumable; index.json)")
+    sp.add_argument("--split", action="append", help="manifest split(s) (default: train and val)")
+    sp.add_argument("--latent-noise", type=float, default=0.35, help="std of latent noise for regen/ (0 = none)")
+    sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--limit", type=int, default=None, help="stop after N crops in the index")
+
     sp = sub.add_parser("eval", help="evaluate a bundle on prepared test data: tables and plots")
     sp.add_argument("--bundle", required=True)
     sp.add_argument("--data", required=True, action="append", help="prepared-crops folder; repeatable")
@@ -652,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
             run = Run(args.runs, args.command, config)
             args._run = run
-            result = {"prepare": cmd_prepare, "eval": cmd_eval, "export": cmd_export, "bundle": cmd_bundle}[args.command](args)
+            result = {"prepare": cmd_prepare, "reconstruct": cmd_reconstruct, "eval": cmd_eval, "export": cmd_export, "bundle": cmd_bundle}[args.command](args)
         run.finish({"command": args.command, **result})
         print(f"run folder: {run.path}")
         return 0

@@ -33,7 +33,8 @@ from detectors.preprocess import resize_crop  # the serving resize: no train/ser
 from trainer.landmarks import Landmarker, TemplateLandmarker, build_landmarker
 from trainer.pseudofakes import PseudoFake, PseudoFakeConfig, blend_faces_parts, make_pseudo_fake_parts
 
-PairKind = Literal["sbi", "difffake", "blend", "mix"]
+PairKind = Literal["sbi", "difffake", "blend", "recon", "regen", "mix"]
+KINDS = ("sbi", "difffake", "blend", "recon", "regen", "mix")
 
 
 @dataclass
@@ -104,6 +105,14 @@ class AugmentConfig:
     back to the same size with area scale ``rrc_scale`` and aspect ``rrc_ratio`` (p ``p_rrc``), a second
     horizontal flip (p ``p_hflip2``), grayscale (p ``p_gray``), Gaussian noise with variance
     U(``noise_var``) in uint8 units (p ``p_noise``; albumentations' default 10-50).
+
+    Camera-pipeline keys (real-domain robustness; all off by default so older configs are unchanged),
+    applied after the geometric ones, drawn independently for the real and the fake of a pair so neither
+    compression nor sensor noise can tell them apart: colour jitter (p ``p_color``: brightness /
+    contrast +-``color_strength``, saturation +-``color_strength``, gamma 1+-``color_strength``/2),
+    down-and-up resize by U(``resize_scale``) with a random interpolation (p ``p_resize``), Gaussian blur
+    with sigma U(``blur_sigma``) (p ``p_blur``), JPEG at quality U(``jpeg_quality``) (p ``p_jpeg``; after
+    the noise, as a camera would).
     """
 
     p_hflip: float = 0.5
@@ -116,6 +125,14 @@ class AugmentConfig:
     p_gray: float = 0.1
     p_noise: float = 0.1
     noise_var: tuple[float, float] = (10.0, 50.0)
+    p_color: float = 0.0
+    color_strength: float = 0.2
+    p_resize: float = 0.0
+    resize_scale: tuple[float, float] = (0.4, 0.9)
+    p_blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    p_jpeg: float = 0.0
+    jpeg_quality: tuple[int, int] = (40, 95)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,10 +183,34 @@ class DetectorAugment:
         if rng.random() < c.p_gray:
             g = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
             img = np.repeat(g[..., None], 3, axis=2)
+        if rng.random() < c.p_color:
+            img = self._color(img, rng)
+        if rng.random() < c.p_resize:
+            f = rng.uniform(*c.resize_scale)
+            small = (max(8, int(round(w * f))), max(8, int(round(h * f))))
+            down = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)[int(rng.integers(3))]
+            up = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_NEAREST)[int(rng.integers(3))]
+            img = cv2.resize(cv2.resize(np.ascontiguousarray(img), small, interpolation=down), (w, h), interpolation=up)
+        if rng.random() < c.p_blur:
+            img = cv2.GaussianBlur(np.ascontiguousarray(img), (0, 0), float(rng.uniform(*c.blur_sigma)))
         if rng.random() < c.p_noise:
             std = math.sqrt(rng.uniform(*c.noise_var))
             img = np.clip(img.astype(np.float32) + rng.normal(0.0, std, img.shape).astype(np.float32), 0, 255).astype(np.uint8)
+        if rng.random() < c.p_jpeg:
+            q = int(rng.integers(int(c.jpeg_quality[0]), int(c.jpeg_quality[1]) + 1))
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, q])
+            if ok:
+                img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
         return np.ascontiguousarray(img)
+
+    def _color(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        k = float(self.cfg.color_strength)
+        x = img.astype(np.float32) / 255.0
+        x = x * (1.0 + rng.uniform(-k, k)) + rng.uniform(-k, k) / 2  # contrast-ish gain + brightness offset
+        grey = x.mean(axis=2, keepdims=True)
+        x = grey + (x - grey) * (1.0 + rng.uniform(-k, k))  # saturation
+        x = np.clip(x, 0.0, 1.0) ** (1.0 + rng.uniform(-k, k) / 2)  # gamma
+        return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
     def _random_resized_crop(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """torchvision's RandomResizedCrop sampling (10 tries, then the central crop), resized back to (H, W)."""
@@ -220,18 +261,29 @@ class PseudoFakePairs(Dataset):
                  normalisation: Normalisation | None = None, cfg: PseudoFakeConfig | None = None, seed: int = 0,
                  landmarker: Landmarker | str = "template", kind: PairKind = "sbi",
                  mix_weights: dict[str, float] | None = None, branches: bool = False,
-                 augment: Any = None) -> None:
+                 augment: Any = None, recon_index: str | Path | dict | None = None,
+                 p_recon_local: float = 0.3) -> None:
         self.items = [_as_item(p) for p in crop_paths]
         if not self.items:
             raise ValueError("PseudoFakePairs: no crops given")
-        if kind not in ("sbi", "difffake", "blend", "mix"):
-            raise ValueError(f"kind must be sbi, difffake, blend or mix, got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self.size = int(size)
         self.norm = normalisation or Normalisation()
         self.cfg = cfg or (PseudoFakeConfig.difffake() if kind == "difffake" else PseudoFakeConfig())
         self.seed = int(seed)
         self.kind = kind
-        self.mix_weights = mix_weights or {"sbi": 0.5, "difffake": 0.4, "blend": 0.1}
+        self.mix_weights = dict(mix_weights or {"sbi": 0.5, "difffake": 0.4, "blend": 0.1})
+        bad = sorted(set(self.mix_weights) - set(KINDS[:-1]))
+        if bad or not self.mix_weights or min(self.mix_weights.values()) < 0 or sum(self.mix_weights.values()) <= 0:
+            raise ValueError(f"mix_weights must map kinds of {KINDS[:-1]} to weights >= 0 (sum > 0), got {self.mix_weights}")
+        self._recon_spec = recon_index
+        self.recon: dict[str, dict[str, str]] = {}
+        self._load_recon()
+        if kind in ("recon", "regen") or (kind == "mix" and (self.mix_weights.get("recon") or self.mix_weights.get("regen"))):
+            if recon_index is None:
+                raise ValueError(f"kind {kind!r} with recon/regen needs recon_index (fakewatch-train reconstruct output)")
+        self.p_recon_local = float(p_recon_local)
         self.branches = bool(branches)
         self.augment = DetectorAugment.from_spec(augment)
         self._landmarker_spec = landmarker
@@ -251,6 +303,29 @@ class PseudoFakePairs(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        self._load_recon()  # a reconstruct run may still be adding crops: later epochs see them
+
+    def _load_recon(self) -> None:
+        spec = self._recon_spec
+        if spec is None:
+            return
+        if isinstance(spec, dict):
+            self.recon = {str(k): v for k, v in spec.items()}
+            return
+        from trainer.reconstruct import load_index
+
+        self.recon = load_index(spec)
+
+    def _covered(self, kind: str) -> list[int]:
+        cache = self.__dict__.setdefault("_covered_cache", {})
+        key = (kind, len(self.recon))
+        if key not in cache:
+            cache[key] = [i for i, it in enumerate(self.items) if kind in self.recon.get(str(it.path), {})]
+        return cache[key]
+
+    def recon_coverage(self) -> float:
+        """Fraction of this dataset's crops that have reconstructions (recon/regen kinds fall back to SBI)."""
+        return sum(str(it.path) in self.recon for it in self.items) / len(self.items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -289,6 +364,20 @@ class PseudoFakePairs(Dataset):
             names = list(self.mix_weights)
             w = np.asarray([self.mix_weights[n] for n in names], np.float64)
             kind = str(rng.choice(names, p=w / w.sum()))
+        if kind in ("recon", "regen"):
+            entry = self.recon.get(str(it.path), {})
+            if kind not in entry:
+                # this crop has no reconstruction (a partial reconstruct run): take a covered crop instead,
+                # so the family keeps its share of the mix whatever the coverage
+                covered = self._covered(kind)
+                if covered:
+                    j = covered[int(rng.integers(len(covered)))]
+                    it = self.items[j]
+                    crop, entry = load_crop(it.path), self.recon[str(it.path)]
+                    lm = self._landmarks(it, crop)
+            if kind in entry:
+                return self._recon_parts(crop, load_crop(Path(entry[kind])), lm, rng)
+            kind = "sbi"  # no reconstruction at all: a self-blend instead
         if kind == "blend":
             others = np.flatnonzero(self._ids != self._ids[index])
             if len(others) > 0:
@@ -300,6 +389,22 @@ class PseudoFakePairs(Dataset):
                                          source_landmarks68=self._landmarks(self.items[j], src))
             kind = "sbi"  # a single identity: fall back to self-blending
         return make_pseudo_fake_parts(crop, lm, rng, self.cfg, kind=kind)
+
+    def _recon_parts(self, crop: np.ndarray, rec: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> PseudoFake:
+        """The reconstruction as the fake: whole crop, or (p ``p_recon_local``) blended into the real through a
+        soft landmark mask (a locally generated face). The real half is the crop itself."""
+        from trainer.pseudofakes import blend, blend_mask, choose_mask_type, landmark_mask
+
+        if rec.shape != crop.shape:
+            rec = cv2.resize(rec, crop.shape[1::-1], interpolation=cv2.INTER_AREA)
+        if rng.random() < self.p_recon_local:
+            hull = landmark_mask(crop.shape[:2], np.asarray(lm, np.float64), choose_mask_type("sbi", rng, self.cfg))
+            mask = blend_mask(hull, rng, self.cfg).astype(np.float32)
+            fake = blend(rec, crop, mask)
+        else:
+            mask = np.ones(crop.shape[:2], np.float32)
+            fake = rec
+        return PseudoFake(crop, fake, mask, rec, crop, fake)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
         p = self.sample_parts(index)

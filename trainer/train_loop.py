@@ -390,7 +390,9 @@ def build_pair_dataset(dcfg: Mapping, split: str = "train", size: int = 256, see
         raise ValueError(f"{root}: no real crops for split {split!r}")
     return PseudoFakePairs(chosen, size=size, kind=dcfg.get("kind", "sbi"),
                            landmarker=dcfg.get("landmarker", "template"), seed=seed + (0 if split == "train" else 1),
-                           augment=dcfg.get("augment") if split == "train" else None)
+                           augment=dcfg.get("augment") if split == "train" else None,
+                           mix_weights=dcfg.get("mix_weights") or None, recon_index=dcfg.get("recon") or None,
+                           p_recon_local=float(dcfg.get("p_recon_local", 0.3)))
 
 
 def binary_auc(y: np.ndarray, s: np.ndarray) -> float:
