@@ -462,6 +462,44 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
     return "\n".join(lines)
 
 
+def cmd_fakesdev(split_dir: Path, fakes_dir: Path, out: Path) -> dict:
+    """``fakesdev SPLIT PREPARED_FAKES_DEV OUT``: the validation manifest for real-world fakes.
+
+    Two datasets, each fake family scored against one real set (``eval --group-by dataset+method``):
+    ``fakes_dev`` = every fake of ``../shared/data/fakes_dev`` (prepared with ``--dataset fakes_dev``)
+    against the held-out TEST reals of ``SPLIT`` (identities never trained on); ``fakes_dev_matched`` =
+    the same fakes against fakes_dev's own reals (the left halves of the side-by-side DeepFaceLive clips
+    and GHOST's real video: webcam and film footage, a different real domain). Validation and model
+    choice only: nothing here is ever trained on.
+    """
+    from trainer.prepare import load_manifest
+
+    reals = [r for r in load_manifest(split_dir) if r["split"] == "test" and int(r.get("label", 0)) == 0]
+    fd = load_manifest(fakes_dir)
+    if not reals or not fd:
+        raise SystemExit(f"{split_dir} / {fakes_dir}: no test reals or no fakes_dev crops")
+    out.mkdir(parents=True, exist_ok=True)
+    man = []
+    keep = ("video_uid", "label", "method", "identity", "frame", "face", "kps_crop")
+    for ds in ("fakes_dev", "fakes_dev_matched"):
+        base = reals if ds == "fakes_dev" else [r for r in fd if int(r["label"]) == 0]
+        for r in base:
+            man.append({**{k: r.get(k) for k in keep}, "dataset": ds, "split": "test", "method": "real",
+                        "video_uid": f"{ds}/real/{r['video_uid']}", "path": str(Path(r["path"]).resolve())})
+        for r in fd:
+            if int(r["label"]) == 1:
+                man.append({**{k: r.get(k) for k in keep}, "dataset": ds, "split": "test",
+                            "video_uid": f"{ds}/{r['video_uid']}", "path": str(Path(r["path"]).resolve())})
+    with open(out / "manifest.jsonl", "w") as f:
+        for r in man:
+            f.write(json.dumps(r) + "\n")
+    counts: dict[str, int] = {}
+    for r in man:
+        key = f"{r['dataset']}/{r['method']}"
+        counts[key] = counts.get(key, 0) + 1
+    return {"out": str(out), "crops": counts}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -474,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--prior")
     t.add_argument("--strength", type=float, default=0.3)
     t.add_argument("--steps", type=int, default=20)
+    fdv = sub.add_parser("fakesdev", help="validation manifest: fakes_dev families against held-out reals")
+    fdv.add_argument("split", type=Path)
+    fdv.add_argument("fakes", type=Path)
+    fdv.add_argument("out", type=Path)
     k = sub.add_parser("pack", help="JPEG-pack a split's real crops into two tar parts (for the lent GPU)")
     k.add_argument("split", type=Path)
     k.add_argument("out", type=Path)
@@ -495,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
         kv = lambda xs: {x.split("=", 1)[0]: Path(x.split("=", 1)[1]) for x in xs}  # noqa: E731
         print(json.dumps(cmd_finalize(a.bundle, a.split, a.tests, a.prior, kv(a.run), kv(a.eval), a.commands, a.notes),
                          indent=1))
+        return 0
+    if a.cmd == "fakesdev":
+        print(json.dumps(cmd_fakesdev(a.split, a.fakes, a.out), indent=1))
         return 0
     if a.cmd == "pack":
         print(json.dumps(cmd_pack(a.split, a.out, a.splits.split(","), a.quality, a.first_part_mb, a.prior_size), indent=1))

@@ -44,6 +44,8 @@ EER_VARIANT = "interpolated-roc-brentq"
 COLUMNS = (
     "frame_auc",
     "video_auc",
+    "tpr@1%fpr",
+    "video_tpr@1%fpr",
     "video_auc_sbi",
     "eer",
     "eer_vertex",
@@ -141,6 +143,16 @@ def accuracy(labels, scores, threshold: float) -> float:
     if not math.isfinite(threshold):
         return math.nan
     return float(np.mean((s >= threshold).astype(np.int64) == y))
+
+
+def tpr_at_fpr(labels, scores, fpr: float = 0.01) -> float:
+    """Share of fakes flagged at the threshold that flags a fraction ``fpr`` of the reals (the reals'
+    ``1 - fpr`` quantile, strictly above); NaN without both classes."""
+    y, s = _check(labels, scores)
+    if not _two_classes(y, "TPR@FPR"):
+        return math.nan
+    thr = float(np.quantile(s[y == 0], 1.0 - fpr))
+    return float((s[y == 1] > thr).mean())
 
 
 def binarised_auc(labels, scores) -> float:
@@ -257,6 +269,8 @@ def evaluate_set(ss: ScoreSet, threshold: float | None = None) -> dict[str, Any]
         "n_fake_videos": int((vy == 1).sum()),
         "frame_auc": auc(y, s),
         "video_auc": auc(vy, vs),
+        "tpr@1%fpr": tpr_at_fpr(y, s, 0.01),
+        "video_tpr@1%fpr": tpr_at_fpr(vy, vs, 0.01),
         "video_auc_sbi": math.nan,
         "eer_variant": EER_VARIANT,
     }

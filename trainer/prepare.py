@@ -181,10 +181,14 @@ def _process_record(rec: VideoRecord, tmp: Path, pipeline, cfg: dict[str, Any], 
         frames = list(iter_record_frames(rec, cfg["frames_per_video"]))
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types for broken files
         return {"status": "unreadable", "reason": f"{type(e).__name__}: {e}"[:300]}
+    region = (rec.extra or {}).get("region", "full")
     for idx, img in frames:
         if img is None:
             n_unreadable += 1
             continue
+        if region != "full":  # side-by-side clips: search only the named half
+            half = img.shape[1] // 2
+            img = np.ascontiguousarray(img[:, :half] if region == "left_half" else img[:, half:])
         n_frames += 1
         if cfg["crops_given"]:
             crop = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from trainer.data.celebdf import read_celebdf
 from trainer.data.deepfakebench import read_deepfakebench
 from trainer.data.dfdc import read_dfdc, read_dfdc_preview
+from trainer.data.fakes_dev import read_fakes_dev
 from trainer.data.ffpp import read_dfd, read_faceshifter, read_ffpp
 from trainer.data.generic import read_generic, read_shared_data
 from trainer.data.records import VideoRecord
@@ -26,12 +27,13 @@ READERS: dict[str, Reader] = {
     "generic": read_generic,
     "shared": read_shared_data,
     "deepfakebench": read_deepfakebench,
+    "fakes_dev": read_fakes_dev,
 }
 
 ALIASES = {
     "ff++": "ffpp", "faceforensics++": "ffpp", "deepfakedetection": "dfd", "celeb-df-v2": "celebdf",
     "celebdf-v2": "celebdf", "celeb-df": "celebdf", "dfdc-preview": "dfdcp", "wdf": "wilddeepfake",
-    "folder": "generic", "shared-data": "shared", "dfb": "deepfakebench",
+    "folder": "generic", "fakes-dev": "fakes_dev", "shared-data": "shared", "dfb": "deepfakebench",
 }
 
 
