@@ -301,7 +301,7 @@ class Daemon:
                 self.metrics.stream_label(stream_id),
                 Tracker(self.cfg.tracker),
                 StreamTemporal(self.temporal_model, stream_id) if self.temporal_model is not None else None,
-                StreamFusion(stream_id, self.cfg.fusion, frame_thr, self._models),
+                StreamFusion(stream_id, self.cfg.fusion.resolve(self.bundle.manifest.fusion), frame_thr, self._models),
                 self.cfg.stream_queue,
             )
             ctx.task = asyncio.get_running_loop().create_task(self._stream_loop(ctx), name=f"stream-{stream_id}")

@@ -103,6 +103,7 @@ def score_legend(fusion: Any = None) -> str:
         from daemon.fusion import FusionConfig
 
         fusion = FusionConfig()
+    fusion = fusion.resolve()  # no-op when the weights are set (build_daemon sets the bundle's)
     wf, wt = fusion.frame_weight, fusion.temporal_weight
     hi, lo = fusion.threshold_high, fusion.threshold_low
     return (
@@ -405,6 +406,8 @@ def build_daemon(cfg: Any, metrics: Any, extra_sinks: list[Sink] = ()) -> tuple[
     bundle = load_bundle(cfg.bundle.resolved_path(), verify=cfg.bundle.verify)
     face_pipeline = build_face_pipeline(cfg.faces)
     sinks = build_sinks(cfg.sinks, metrics, cfg.kafka) + list(extra_sinks)
+    # fusion weights: the config's where set, else the bundle's fitted ones (the report legend reads them back)
+    cfg.pipeline.fusion = cfg.pipeline.fusion.resolve(bundle.manifest.fusion)
     pipeline = cfg.pipeline
     if cfg.bundle.threads is not None and getattr(pipeline, "threads", 0) is None:
         pipeline = pipeline.model_copy(update={"threads": cfg.bundle.threads})

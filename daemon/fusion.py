@@ -8,7 +8,10 @@ Scores (all in [0, 1], higher = more fake):
 * temporal: the DiffFake window score (daemon/temporal.py), already calibrated so its threshold
   maps to 0.5.
 * track score = weighted mean of the components that exist
-  (``(w_f * frame + w_t * temporal) / (w_f + w_t)``); 0.5 when none exists yet.
+  (``(w_f * frame + w_t * temporal) / (w_f + w_t)``); 0.5 when none exists yet. The weights come from
+  the bundle's manifest (``fusion``: fitted by ``fakewatch-train bundle`` from each component's measured
+  AUC on validation data; a component without measured signal gets weight 0) unless the config sets
+  them; bundles without a ``fusion`` section fall back to 0.6 / 0.4 (:meth:`FusionConfig.resolve`).
 
 Verdict, with hysteresis: a track becomes ``fake`` when its score reaches ``threshold_high`` and
 stays fake until the score falls below ``threshold_low``; otherwise it is ``real`` below
@@ -40,9 +43,12 @@ from daemon.events import VerdictEvent
 ALERT_PRIORITY = ("sustained", "threshold", "spike")  # the event's ``alert`` field gets the first that fired
 
 
+DEFAULT_WEIGHTS = (0.6, 0.4)  # bundles without a fitted ``fusion`` section
+
+
 class FusionConfig(StrictModel):
-    frame_weight: float = Field(0.6, ge=0)
-    temporal_weight: float = Field(0.4, ge=0)
+    frame_weight: float | None = Field(None, ge=0, description="null = the bundle's fitted weight (manifest fusion)")
+    temporal_weight: float | None = Field(None, ge=0, description="null = the bundle's fitted weight (manifest fusion)")
     frame_ema_alpha: float = Field(0.3, gt=0, le=1, description="EMA weight of the newest frame score")
     threshold_high: float = Field(0.6, gt=0, lt=1, description="enter 'fake' at or above this track score")
     threshold_low: float = Field(0.4, gt=0, lt=1, description="leave 'fake' below this track score")
@@ -58,9 +64,26 @@ class FusionConfig(StrictModel):
             raise ValueError(
                 f"threshold_low ({self.threshold_low}) must not exceed threshold_high ({self.threshold_high})"
             )
-        if self.frame_weight + self.temporal_weight <= 0:
-            raise ValueError("frame_weight + temporal_weight must be > 0")
+        if self.frame_weight is not None and self.temporal_weight is not None:
+            if self.frame_weight + self.temporal_weight <= 0:
+                raise ValueError("frame_weight + temporal_weight must be > 0")
         return self
+
+    def resolve(self, bundle_fusion: dict | None = None) -> FusionConfig:
+        """A copy with both weights set: config values first, then the bundle manifest's fitted ``fusion``
+        weights, then :data:`DEFAULT_WEIGHTS`. Where the config sets only one weight, the other comes from
+        the same source as it would alone."""
+        if self.frame_weight is not None and self.temporal_weight is not None:
+            return self
+        bf = bundle_fusion or {}
+        fitted = bf.get("frame_weight") is not None and bf.get("temporal_weight") is not None
+        wf, wt = (float(bf["frame_weight"]), float(bf["temporal_weight"])) if fitted else DEFAULT_WEIGHTS
+        out = self.model_copy(update={"frame_weight": wf if self.frame_weight is None else self.frame_weight,
+                                      "temporal_weight": wt if self.temporal_weight is None else self.temporal_weight})
+        if out.frame_weight + out.temporal_weight <= 0:
+            raise ValueError(f"fusion weights resolve to 0 + 0 (config {self.frame_weight}/{self.temporal_weight}, "
+                             f"bundle {bf.get('frame_weight')}/{bf.get('temporal_weight')})")
+        return out
 
 
 def calibrate_frame(p: float, threshold: float) -> float:
@@ -118,7 +141,7 @@ class StreamFusion:
         models: dict[str, str] | None = None,
     ):
         self.stream_id = stream_id
-        self.cfg = cfg
+        self.cfg = cfg.resolve() if cfg.frame_weight is None or cfg.temporal_weight is None else cfg
         self.frame_threshold = frame_threshold
         self.models = dict(models or {})
         self.tracks: dict[int, TrackFusion] = {}

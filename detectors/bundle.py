@@ -97,6 +97,9 @@ class Manifest:
     temporal: TemporalModelSpec | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # how frame and temporal evidence combine (daemon.fusion): frame_weight, temporal_weight, and how they
+    # were fitted (per-component validation AUC, counts, rule); {} = the daemon's defaults
+    fusion: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""

@@ -69,7 +69,8 @@ def pipeline(tmp_path_factory):
     dfk_ck = next(runs.glob("difffake-*/fit/checkpoint.pt"))
     bundle = tmp / "bundle"
     assert main(["--runs", str(runs), "bundle", "--out", str(bundle), "--frame", str(anl_ck), "--difffake", str(dfk_ck),
-                 "--calib-data", str(prep), "--calib-split", "", "--target-fpr", "0.2", "--name", "cli-test", "--exporter", "torchscript"]) == 0
+                 "--calib-data", str(prep), "--calib-split", "", "--target-fpr", "0.2", "--name", "cli-test", "--exporter", "torchscript",
+                 "--fusion-data", str(prep), "--fusion-min-videos", "4"]) == 0
     return tmp, runs, prep, bundle
 
 
@@ -116,6 +117,21 @@ def test_bundle_manifest(pipeline):
     assert m.metrics["frame_export"]["max_abs_err"] <= 1e-4
     assert m.metrics["temporal_calibration"]["n_videos"] == 6
     assert m.provenance["frame"]["sha256"] and "torch" in m.versions
+
+
+def test_bundle_fusion_weights_come_from_measured_video_aucs(pipeline):
+    m = load_bundle(pipeline[3]).manifest
+    f = m.fusion
+    comps = f["components"]
+    assert set(comps) == {"frame", "temporal"}
+    assert all(c["n_real_videos"] == 6 and c["n_fake_videos"] == 4 for c in comps.values())
+    assert f["frame_weight"] + f["temporal_weight"] == pytest.approx(1.0, abs=1e-3)
+    raw = {k: max(0.0, c["video_auc"] - 0.5) if c["video_auc"] >= 0.55 else 0.0 for k, c in comps.items()}
+    if sum(raw.values()) > 0:
+        assert f["frame_weight"] == pytest.approx(raw["frame"] / sum(raw.values()), abs=1e-3)
+    else:
+        assert (f["frame_weight"], f["temporal_weight"]) == (1.0, 0.0)
+    assert m.metrics["fusion"]["rule"] == f["rule"]
 
 
 def test_eval_through_console_entry(pipeline):

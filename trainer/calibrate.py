@@ -8,6 +8,9 @@ for DiffFake fakeness = -mean log-likelihood).
   real person; needs no fakes, so it also works for DiffFake's real-only training).
 - :func:`threshold_youden`  from reals + fakes: maximises TPR - FPR.
 - :func:`threshold_eer`     from reals + fakes: the interpolated-ROC EER point (trainer.evaluate.eer).
+- :func:`fusion_weights`    how the daemon weighs frame and temporal evidence (manifest ``fusion``): each
+  component's weight is its validation video AUC minus 0.5 (normalised), 0 when it was not measured on
+  at least ``min_videos`` real and fake videos or is within ``margin`` of chance.
 - :func:`temporal_stats`    DiffFake: mean/std of real validation video log-likelihoods and the
   fakeness threshold at the target FPR, i.e. the fields ``threshold``, ``loglik_real_mean``,
   ``loglik_real_std`` of :class:`detectors.bundle.TemporalModelSpec`.
@@ -99,3 +102,36 @@ def temporal_stats(pair_logliks, videos, target_fpr: float = 0.05) -> dict[str, 
         "n_videos": int(vids.size),
         "n_pairs": int(ll.size),
     }
+
+
+def fusion_weights(components: dict[str, dict[str, Any]], min_videos: int = 5, margin: float = 0.05) -> dict[str, Any]:
+    """Fusion weights from measured per-component validation numbers.
+
+    ``components``: ``{"frame": {...}, "temporal": {...}}`` (a missing model: absent), each with
+    ``video_auc`` (NaN if not computable), ``n_real_videos`` and ``n_fake_videos``. A component gets
+    weight ``auc - 0.5`` when measured on >= ``min_videos`` videos of each class and ``auc >= 0.5 +
+    margin``, else 0 ("no measured signal gets no weight"); weights are normalised to sum to 1. When no
+    component qualifies, the frame model (if any) gets weight 1 and the reason says so.
+    """
+    raw: dict[str, float] = {}
+    why: dict[str, str] = {}
+    for name, c in components.items():
+        a = float(c.get("video_auc", math.nan))
+        nr, nf = int(c.get("n_real_videos", 0)), int(c.get("n_fake_videos", 0))
+        if nr < min_videos or nf < min_videos:
+            raw[name], why[name] = 0.0, f"not measured: {nr} real / {nf} fake validation videos (< {min_videos})"
+        elif not math.isfinite(a) or a < 0.5 + margin:
+            raw[name], why[name] = 0.0, f"no signal: validation video AUC {a:.3f} < {0.5 + margin:.2f}"
+        else:
+            raw[name], why[name] = a - 0.5, f"validation video AUC {a:.3f} on {nr} real / {nf} fake videos"
+    total = sum(raw.values())
+    if total > 0:
+        w = {k: v / total for k, v in raw.items()}
+    elif "frame" in components:
+        w = {k: (1.0 if k == "frame" else 0.0) for k in components}
+        why["frame"] += "; no component qualified, so the frame model decides alone"
+    else:
+        w = {k: 1.0 / len(components) for k in components}
+    return {"frame_weight": round(w.get("frame", 0.0), 4), "temporal_weight": round(w.get("temporal", 0.0), 4),
+            "rule": f"weight = validation video AUC - 0.5, normalised; 0 below {min_videos} videos per class or "
+                    f"AUC < {0.5 + margin:.2f}", "components": {k: {**components[k], "why": why[k]} for k in components}}

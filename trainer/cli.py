@@ -459,6 +459,35 @@ def _difffake_gmm(ck_path: Path, gmm_path: str | None) -> dict[str, np.ndarray]:
     raise UsageError(f"{ck_path}: no GMM found (pass --gmm FILE.npz or put gmm.npz beside the checkpoint)")
 
 
+def _fit_fusion(b, frame, temporal, items: list, a: argparse.Namespace, pair_k: int) -> dict[str, Any]:
+    """Manifest ``fusion`` from labeled validation crops (reals + fakes, grouped into videos), scored with the
+    provisional bundle ``b`` (the serving ONNX path); see :func:`trainer.calibrate.fusion_weights`."""
+    from trainer import calibrate as cal
+    from trainer.evaluate import auc, video_scores
+
+    labels = np.array([it.label for it in items])
+    if len(set(labels.tolist())) < 2:
+        raise UsageError(f"{a.fusion_data}: fusion data needs real and fake crops")
+    comps: dict[str, dict[str, Any]] = {}
+    if frame is not None:
+        p = frame_probabilities(b, [it.path for it in items], a.batch)
+        vid, vy, vs = video_scores(np.array([it.video_uid for it in items]), labels, p)
+        comps["frame"] = {"video_auc": auc(vy, vs) if len(set(vy.tolist())) == 2 else float("nan"),
+                          "n_real_videos": int((vy == 0).sum()), "n_fake_videos": int((vy == 1).sum())}
+    if temporal is not None:
+        vids, vlab, ll = temporal_video_logliks(b, items, a.batch, a.seed, k=pair_k)
+        per: dict[str, list] = {}
+        for v, y, x in zip(vids, vlab, ll):
+            per.setdefault(v, [int(y), []])[1].append(float(x))
+        vy = np.array([y for y, _ in per.values()], int)
+        vs = np.array([-np.mean(x) for _, x in per.values()])  # fakeness = -mean pair log-likelihood
+        comps["temporal"] = {"video_auc": auc(vy, vs) if vy.size and len(set(vy.tolist())) == 2 else float("nan"),
+                             "n_real_videos": int((vy == 0).sum()), "n_fake_videos": int((vy == 1).sum())}
+    out = cal.fusion_weights(comps, a.fusion_min_videos)
+    out["fitted_on"] = f"{a.fusion_data} (split {a.fusion_split or 'all'})"
+    return out
+
+
 def cmd_bundle(a: argparse.Namespace) -> dict[str, Any]:
     from detectors.bundle import FrameModelSpec, TemporalModelSpec
     from trainer import calibrate as cal
@@ -537,8 +566,13 @@ def cmd_bundle(a: argparse.Namespace) -> dict[str, Any]:
             temporal.spec.loglik_real_mean = st["loglik_real_mean"]
             temporal.spec.loglik_real_std = st["loglik_real_std"]
             metrics["temporal_calibration"] = st
+    fusion = None
+    if a.fusion_data:
+        fusion = _fit_fusion(b, frame, temporal, _load_items(a.fusion_data, [a.fusion_split] if a.fusion_split else None),
+                             a, pair_k)
+        metrics["fusion"] = fusion
     bundle = ex.build_bundle(a.out, frame=frame, temporal=temporal, name=a.name, version=a.version,
-                             provenance=_plain(provenance), metrics=_plain(metrics))
+                             provenance=_plain(provenance), metrics=_plain(metrics), fusion=_plain(fusion))
     print(f"bundle {bundle.version_string} written to {bundle.root}")
     return {"bundle": str(bundle.root), "files": bundle.manifest.files, **metrics}
 
@@ -622,6 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--calib-data", help="prepared-crops folder for threshold calibration")
     sp.add_argument("--calib-split", default="val", help="manifest split used for calibration ('' = all)")
     sp.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate on calibration reals")
+    sp.add_argument("--fusion-data", help="prepared crops with reals AND fakes (validation identities) to fit the "
+                    "fusion weights from each model's measured video AUC (manifest 'fusion')")
+    sp.add_argument("--fusion-split", default="", help="manifest split of --fusion-data ('' = all)")
+    sp.add_argument("--fusion-min-videos", type=int, default=5,
+                    help="videos per class a component must be measured on to get any weight (default 5)")
     sp.add_argument("--name", default="fakewatch")
     sp.add_argument("--version", default="0")
     sp.add_argument("--no-fp16", action="store_true")

@@ -53,6 +53,26 @@ def _val_auc(model: Embedder, loader: DataLoader, device) -> float:
     return tl.binary_auc(np.concatenate(ys), np.concatenate(ss))
 
 
+def init_backbone_from(model: Embedder, checkpoint: str | Path) -> None:
+    """Copy the backbone of a frame-model checkpoint (ANL / DiffusionFake: ``detector.backbone.*``) or of another
+    DiffFake checkpoint (``backbone.*``) into ``model``: the frame detector's encoder, fine-tuned on
+    pseudo-fakes, becomes the DiffFake embedder (``model.init_from``; with ``train.steps: 0`` no stage-1
+    training happens at all). A backbone of another architecture is an error naming the file."""
+    ck = tl.load_checkpoint(checkpoint)
+    sd = ck["state_dict"]
+    for prefix in ("detector.backbone.", "backbone."):
+        sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if sub:
+            break
+    else:
+        raise tl.ConfigError(f"{checkpoint}: model.init_from needs a checkpoint with a backbone (detector.backbone.* or backbone.*)")
+    try:
+        model.backbone.load_state_dict(sub, strict=True)
+    except RuntimeError as e:
+        raise tl.ConfigError(f"{checkpoint}: its backbone does not fit {model.backbone.name!r} ({str(e).splitlines()[0]})") from None
+    log.info("DiffFake embedder initialised from the backbone of %s", checkpoint)
+
+
 def train_difffake_backbone(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> Path:
     """Stage 1; return the checkpoint path (``<out_dir>/<run>/checkpoint.pt``; ``best.pt`` = best val AUC)."""
     t0 = time.time()
@@ -63,6 +83,8 @@ def train_difffake_backbone(cfg: Mapping, dataset: Dataset | None = None, val_da
     dataset, val_dataset = tl.default_pair_datasets(cfg, dataset, val_dataset, size)
     model = build_embedder(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None,
                                     pretrained=m.get("pretrained") or None).to(device).train()
+    if m.get("init_from"):
+        init_backbone_from(model, m["init_from"])
     s = tl.setup_training(cfg, model.parameters(), dataset, val_dataset, gen, "difffake", device)
     extra = {"embedding_dim": model.dim, "image_size": size}
     for step in range(s.steps):

@@ -285,6 +285,7 @@ def build_bundle(
     provenance: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     versions: dict[str, str] | None = None,
+    fusion: dict[str, Any] | None = None,
 ) -> Bundle:
     """Assemble a bundle folder (manifest + ONNX files + GMM) and return it loaded and hash-verified."""
     import io
@@ -323,6 +324,7 @@ def build_bundle(
         temporal=temporal.spec if temporal else None,
         provenance=dict(provenance or {}),
         metrics=dict(metrics or {}),
+        fusion=dict(fusion or {}),
         versions={**collect_versions(), **(versions or {})},
     )
     return write_bundle(out_dir, manifest, files)
