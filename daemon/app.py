@@ -58,8 +58,10 @@ class Daemon:
         runtime: str = "auto",
         plan_dir: Path | None = None,
         regions: RegionPlanner | None = None,
+        runtime_options: dict | None = None,
     ):
         """``plan_dir``: TensorRT engine cache (default ``<bundle>/plans``; bundles are often read-only).
+        ``runtime_options``: extra :func:`detectors.runtime.select_runtime` keywords (torch precision, CUDA graphs).
 
         ``regions``: per-stream region passes between full-frame detections
         (:mod:`detectors.faces.roi`); None: every analysed frame gets a full pass.
@@ -72,6 +74,7 @@ class Daemon:
         self.sinks = list(sinks)
         self.metrics = metrics
         self.runtime = runtime
+        self.runtime_options = dict(runtime_options or {})
         if cfg.evidence.enabled and cfg.evidence.dir is None:
             raise ValueError("pipeline.evidence.enabled needs pipeline.evidence.dir (a folder for crops)")
         self.frame_scorer: FrameScorer | None = None
@@ -124,7 +127,7 @@ class Daemon:
         threads = self.cfg.threads
         info = {"bundle": self.bundle.version_string}
         if m.frame is not None:
-            self.frame_scorer = FrameScorer(self.bundle, self.runtime, threads, self.plan_dir)
+            self.frame_scorer = FrameScorer(self.bundle, self.runtime, threads, self.plan_dir, self.runtime_options)
             self._models["frame"] = f"{self.frame_scorer.version} ({self.frame_scorer.runtime.name})"
             info["frame_model"] = self.frame_scorer.version
             info["frame_runtime"] = self.frame_scorer.runtime.name
@@ -132,7 +135,7 @@ class Daemon:
         mode = self.cfg.tracking_embedding
         want_bundle_for_tracking = mode == "bundle" or (mode == "auto" and not has_arcface)
         if m.temporal is not None and (self.cfg.temporal.enabled or want_bundle_for_tracking):
-            self.embedder = Embedder(self.bundle, self.runtime, threads, self.plan_dir)
+            self.embedder = Embedder(self.bundle, self.runtime, threads, self.plan_dir, self.runtime_options)
             info["embed_model"] = self.embedder.version
             info["embed_runtime"] = self.embedder.runtime.name
         if m.temporal is not None and self.cfg.temporal.enabled:

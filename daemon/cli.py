@@ -412,7 +412,9 @@ def build_daemon(cfg: Any, metrics: Any, extra_sinks: list[Sink] = ()) -> tuple[
     if cfg.bundle.threads is not None and getattr(pipeline, "threads", 0) is None:
         pipeline = pipeline.model_copy(update={"threads": cfg.bundle.threads})
     daemon = Daemon(pipeline, face_pipeline, bundle, sinks, metrics, runtime=cfg.bundle.runtime,
-                    plan_dir=cfg.bundle.plan_dir, regions=region_planner(cfg.faces, face_pipeline))
+                    plan_dir=cfg.bundle.plan_dir, regions=region_planner(cfg.faces, face_pipeline),
+                    runtime_options={"torch_precision": cfg.bundle.torch_precision,
+                                     "cuda_graphs": cfg.bundle.cuda_graphs})
     return daemon, sinks
 
 

@@ -165,11 +165,16 @@ class BundleConfig(StrictModel):
     path: Path | None = Field(
         None, validate_default=True, description="model bundle folder; default: the bundle shipped in detectors/bundles/default"
     )
-    runtime: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
-        "auto", description="auto: TensorRT plan > ONNX Runtime CUDA > CPU; an explicit choice that cannot be honoured fails at start"
+    runtime: Literal["auto", "cpu", "cuda", "tensorrt", "torch", "torch-cuda"] = Field(
+        "auto", description="auto: TensorRT plan > ONNX Runtime CUDA > torch CUDA > ONNX Runtime CPU; cpu/cuda: ONNX Runtime; "
+        "torch/torch-cuda: onnx2torch on CPU/CUDA; an explicit choice that cannot be honoured fails at start"
     )
+    torch_precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="torch runtime only: autocast precision, kept only within tolerance of fp32 (docs/gpu.md)"
+    )
+    cuda_graphs: bool = Field(False, description="torch runtime on CUDA only: replay CUDA graphs per batch bucket (unverified)")
     threads: int | None = Field(
-        None, ge=1, le=256, description="ONNX Runtime intra-op threads per bundle model (pipeline.threads, when set, wins)"
+        None, ge=1, le=256, description="intra-op threads per bundle model (ONNX Runtime; torch: process-wide) (pipeline.threads, when set, wins)"
     )
     verify: bool = Field(True, description="check every file's sha256 against the manifest at load")
     plan_dir: Path | None = Field(

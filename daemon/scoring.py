@@ -44,13 +44,14 @@ class _BundleModel:
     version fields), ``runtime``, ``name`` and ``version`` for logs/events; subclasses shape the output."""
 
     def __init__(self, bundle: Bundle, spec, name: str, what: str, runtime_prefer: str, threads: int | None,
-                 plan_dir: Path | None = None):
+                 plan_dir: Path | None = None, runtime_options: dict | None = None):
         if spec is None:
             raise BundleError(f"{bundle.root}: bundle has no {what}")
         self.spec = spec
         self.size = spec.input_size
         self.runtime = select_runtime(
-            bundle.path(spec.file), runtime_prefer, threads, plan_dir=plan_dir or bundle.path("plans")
+            bundle.path(spec.file), runtime_prefer, threads, plan_dir=plan_dir or bundle.path("plans"),
+            **(runtime_options or {}),
         )
         self.name = name
         self.version = f"{bundle.manifest.name}/{spec.method}-{spec.backbone}@{spec.version}"
@@ -69,8 +70,9 @@ class FrameScorer(_BundleModel):
     """The bundle's frame detector: crops -> fake probability ``sigmoid(logit)`` per crop."""
 
     def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None,
-                 plan_dir: Path | None = None):
-        super().__init__(bundle, bundle.manifest.frame, "frame", "frame model", runtime_prefer, threads, plan_dir)
+                 plan_dir: Path | None = None, runtime_options: dict | None = None):
+        super().__init__(bundle, bundle.manifest.frame, "frame", "frame model", runtime_prefer, threads, plan_dir,
+                         runtime_options)
 
     def __call__(self, crops: Sequence[np.ndarray]) -> list[float]:
         if len(crops) == 0:
@@ -87,9 +89,9 @@ class Embedder(_BundleModel):
     """
 
     def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None,
-                 plan_dir: Path | None = None):
+                 plan_dir: Path | None = None, runtime_options: dict | None = None):
         super().__init__(bundle, bundle.manifest.temporal, "embed", "temporal (embedding) model",
-                         runtime_prefer, threads, plan_dir)
+                         runtime_prefer, threads, plan_dir, runtime_options)
 
     def embed_raw(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         if len(crops) == 0:
