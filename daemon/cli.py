@@ -757,6 +757,8 @@ def _short(v: Any, n: int = 100) -> str:
 
 # --- bench -----------------------------------------------------------------------------------------
 
+RUNTIME_CHOICES = ("auto", "cpu", "cuda", "tensorrt", "torch", "torch-cuda")  # = detectors.runtime.RUNTIMES
+
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from daemon import bench
@@ -810,6 +812,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bundle", help="model bundle folder (default: the shipped default bundle)")
     b.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     b.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
+    b.add_argument("--baseline-device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="torch device of the naive baseline's classifier (auto: cuda when torch sees a GPU)")
+    b.add_argument("--runtime", choices=RUNTIME_CHOICES, help="bundle.runtime for the pipeline (default: the config's, auto)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. faces.device=cuda")
+    b.add_argument("--clip-fps", type=float, default=25.0, help="frame rate of the generated clip (default 25)")
+    b.add_argument("--ramp", action="store_true",
+                   help="ramp live streams (--ramp-start, --ramp-step, ... --ramp-max) until the daemon no longer keeps up")
+    b.add_argument("--ramp-start", type=int, default=None, help="streams at the first step (default: --streams)")
+    b.add_argument("--ramp-step", type=int, default=None, help="streams added per step (default: --ramp-start)")
+    b.add_argument("--ramp-max", type=int, default=256, help="last step's streams (default 256)")
+    b.add_argument("--settle-seconds", type=float, default=None, help="wait after adding streams before measuring (default 3)")
+    b.add_argument("--max-p99-ms", type=float, default=1000.0, help="p99 frame-to-verdict limit of a sustained step")
+    b.add_argument("--ramp-out", default="out/bench-ramp", help="folder for ramp.md, ramp.json, ramp.png")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("sample-clips", help="write the demo's sample clip and its face-swapped twin to a folder",
