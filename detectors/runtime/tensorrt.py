@@ -2,7 +2,7 @@
 
 Nothing here imports ``tensorrt`` at module import time: :func:`tensorrt_available` and the
 runtime import it lazily, so this module loads (and its pure helpers are tested) on machines
-without TensorRT. See docs/tensorrt.md for what was and was not verified, and where.
+without TensorRT. See docs/gpu.md for what was and was not verified, and where.
 
 Engines ("plans") are built from a bundle's ONNX file with one explicit optimisation profile
 (min/opt/max batch), an optional FP16 precision, a persistent timing cache, and cached under the
