@@ -628,7 +628,13 @@ def ramp_main(args: argparse.Namespace, cfg, clip: Path, manifest, detector=None
         print(f"  {st.streams} streams: {st.fps:.1f}/{st.target_fps:g} fps, p99 "
               f"{'-' if p99 is None else f'{p99:.2f} s'} -> {'ok' if st.ok else 'stop: ' + st.why}", flush=True)
 
-    steps, info = asyncio.run(run_ramp(cfg, clip, args.fps, schedule, args.seconds, settle, max_p99, progress))
+    from detectors.runtime import RuntimeError_
+
+    try:
+        steps, info = asyncio.run(run_ramp(cfg, clip, args.fps, schedule, args.seconds, settle, max_p99, progress))
+    except RuntimeError_ as e:  # e.g. --runtime torch-cuda without a GPU: one line, not a traceback
+        _err(str(e))
+        return 1
     header, rows = ramp_rows(steps)
     t = Table(title="fakewatch bench --ramp")
     for h in header:
