@@ -316,10 +316,10 @@ class TorchRuntime(Runtime):
         if self.input_chw is not None and tuple(batch.shape[1:]) != self.input_chw:
             raise RuntimeError_(f"{self.source}: expected input (N, {', '.join(map(str, self.input_chw))}), "
                                 f"got {batch.shape}")
-        if not self._autocast_checked:  # dynamic input shape: check autocast on the first real batch
-            self._check_autocast(batch[: max(1, min(4, len(batch)))])
         if len(batch) == 0:
             return [np.zeros((0,), np.float32) for _ in self.output_names]
+        if not self._autocast_checked:  # dynamic input shape: check autocast on the first real batch
+            self._check_autocast(batch[:4])
         mb = self.max_batch
         if not mb or len(batch) <= mb:
             return self._run_chunk(batch)
