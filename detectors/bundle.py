@@ -7,7 +7,7 @@ Layout::
       frame.onnx            frame detector (encoder + head): input ``input`` (N,3,S,S) float32, output ``logit`` (N,1)
       frame.fp16.onnx       optional FP16 variant
       embed.onnx            DiffFake embedding model: input ``input`` (N,3,S,S), output ``embedding`` (N,D)
-      gmm.npz               DiffFake anomaly model: weights (K,), means (K,D), precisions_cholesky (K,D,D)
+      gmm.npz               DiffFake anomaly model: weights (K,), means (K,D), precisions_cholesky (K,D,D), or (K,D) diagonal
       plans/<key>.plan      optional TensorRT engines, keyed by model hash + TensorRT version + compute capability
 
 Every file named in the manifest is hash-checked (sha256) at load time; a corrupt or incomplete
@@ -166,7 +166,7 @@ class Bundle:
         except (OSError, KeyError, ValueError) as e:
             raise BundleError(f"{p}: expected an .npz with weights, means, precisions_cholesky ({e})") from e
         k, dim = g["means"].shape
-        if g["weights"].shape != (k,) or g["precisions_cholesky"].shape != (k, dim, dim):
+        if g["weights"].shape != (k,) or g["precisions_cholesky"].shape not in ((k, dim, dim), (k, dim)):
             raise BundleError(f"{p}: inconsistent GMM shapes {[v.shape for v in g.values()]}")
         return g
 

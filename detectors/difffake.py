@@ -34,18 +34,25 @@ def combine(a: np.ndarray, b: np.ndarray, mode: str = "sq") -> np.ndarray:
 
 
 class GmmScorer:
-    """Log-likelihood under a full-covariance Gaussian mixture (same result as sklearn's score_samples)."""
+    """Log-likelihood under a Gaussian mixture (same result as sklearn's score_samples).
+
+    ``precisions_cholesky``: (k, d, d) for full covariances, or (k, d) for diagonal ones (sklearn's
+    ``covariance_type='diag'`` layout: the square roots of the per-dimension precisions), which keeps a
+    high-dimensional embedding's GMM small in the bundle (1280-d: 10 KB instead of 13 MB).
+    """
 
     def __init__(self, weights: np.ndarray, means: np.ndarray, precisions_cholesky: np.ndarray):
         self.weights = np.asarray(weights, dtype=np.float64)
         self.means = np.asarray(means, dtype=np.float64)
         self.prec_chol = np.asarray(precisions_cholesky, dtype=np.float64)
         k, d = self.means.shape
-        if self.weights.shape != (k,) or self.prec_chol.shape != (k, d, d):
+        self.diagonal = self.prec_chol.shape == (k, d)
+        if self.weights.shape != (k,) or (self.prec_chol.shape != (k, d, d) and not self.diagonal):
             raise ValueError("inconsistent GMM parameter shapes")
         self.dim = d
         # log det of the Cholesky factor of each precision matrix
-        self._log_det = np.sum(np.log(np.diagonal(self.prec_chol, axis1=1, axis2=2)), axis=1)
+        diag = self.prec_chol if self.diagonal else np.diagonal(self.prec_chol, axis1=1, axis2=2)
+        self._log_det = np.sum(np.log(diag), axis=1)
         self._log_w = np.log(np.maximum(self.weights, 1e-300))
 
     @classmethod
@@ -54,8 +61,8 @@ class GmmScorer:
 
     @classmethod
     def from_sklearn(cls, gmm) -> GmmScorer:
-        if gmm.covariance_type != "full":
-            raise ValueError("only covariance_type='full' mixtures are supported")
+        if gmm.covariance_type not in ("full", "diag"):
+            raise ValueError(f"only covariance_type 'full' or 'diag' mixtures are supported, got {gmm.covariance_type!r}")
         return cls(gmm.weights_, gmm.means_, gmm.precisions_cholesky_)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -67,7 +74,7 @@ class GmmScorer:
             raise ValueError(f"expected (N, {self.dim}) vectors, got {x.shape}")
         log_prob = np.empty((x.shape[0], len(self.weights)))
         for k in range(len(self.weights)):
-            y = (x - self.means[k]) @ self.prec_chol[k]
+            y = (x - self.means[k]) * self.prec_chol[k] if self.diagonal else (x - self.means[k]) @ self.prec_chol[k]
             log_prob[:, k] = np.sum(y * y, axis=1)
         log_gauss = -0.5 * (self.dim * np.log(2 * np.pi) + log_prob) + self._log_det
         z = log_gauss + self._log_w

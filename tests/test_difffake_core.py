@@ -19,3 +19,20 @@ def test_combine_modes_and_errors():
     np.testing.assert_allclose(np.linalg.norm(combine(a, b, "diff"), axis=1), 1.0)
     with pytest.raises(ValueError):
         combine(a, b, "bogus")
+
+
+def test_diagonal_gmm_scores_like_sklearn_and_round_trips():
+    """High-dimensional embeddings (1280-d EfficientNet features) use a diagonal GMM: (K, D) precisions."""
+    import numpy as np
+    from sklearn.mixture import GaussianMixture
+
+    from detectors.difffake import GmmScorer
+
+    x = np.random.default_rng(0).normal(size=(200, 16))
+    g = GaussianMixture(2, covariance_type="diag", random_state=0).fit(x)
+    s = GmmScorer.from_sklearn(g)
+    assert s.diagonal and s.prec_chol.shape == (2, 16)
+    assert np.allclose(s.score_samples(x), g.score_samples(x), atol=1e-9)
+    assert np.allclose(GmmScorer.from_arrays(s.to_arrays()).score_samples(x), g.score_samples(x), atol=1e-9)
+    with pytest.raises(ValueError, match="only covariance_type"):
+        GmmScorer.from_sklearn(GaussianMixture(1, covariance_type="spherical").fit(x))
