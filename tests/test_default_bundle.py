@@ -63,3 +63,31 @@ def test_temporal_model_embeds_pairs_for_its_gmm(bundle, face_crop):
     assert emb.shape == (2, gmm.dim)
     ll = gmm.score_samples(combine(emb[:1], emb[1:], tp.combination))
     assert ll.shape == (1,) and np.isfinite(ll[0])
+
+
+def test_manifest_states_pretrained_weights_fusion_and_training_tools(bundle):
+    man = json.loads((bundle.root / "manifest.json").read_text())
+    pre = man["provenance"]["pretrained"]
+    assert pre["licence"] == "Apache-2.0" and len(pre["sha256"]) == 64 and pre["arch"] == bundle.manifest.frame.backbone
+    ae = man["provenance"]["reconstruction_autoencoder"]["autoencoder"]
+    assert ae["licence"] == "MIT" and "training only" in ae["use"]
+    f = bundle.manifest.fusion
+    assert f["frame_weight"] + f["temporal_weight"] == pytest.approx(1.0, abs=1e-3)
+    for name, c in f["components"].items():  # a weight > 0 only for a component measured on enough videos
+        w = f[f"{name}_weight"]
+        assert w == 0 or (c["n_real_videos"] >= 5 and c["n_fake_videos"] >= 5 and c["video_auc"] > 0.55)
+
+
+def test_frame_model_scores_self_blended_fakes_above_their_real(bundle, face_crop):
+    """The shipped detector separates a face from its own self-blended pseudo-fakes (the training recipe on a
+    face that is in no training split: scikit-image's astronaut)."""
+    from trainer.landmarks import mean_shape
+    from trainer.pseudofakes import PseudoFakeConfig, make_pseudo_fake
+
+    fr = bundle.manifest.frame
+    rt = select_runtime(bundle.frame_onnx, prefer="cpu", threads=1)
+    lm = mean_shape(face_crop.shape[0])
+    fakes = [make_pseudo_fake(face_crop, lm, np.random.default_rng(s), PseudoFakeConfig(post_augment=False))[1]
+             for s in range(8)]
+    logits = np.asarray(rt.run(model_input([face_crop, *fakes], fr.input_size, fr.normalisation))).reshape(-1)
+    assert np.median(logits[1:]) > logits[0], logits

@@ -77,8 +77,15 @@ def pipeline(tmp_path_factory):
 def test_help_lists_every_command():
     r = _cli("--help")
     assert r.returncode == 0
-    for cmd in ("prepare", "prior", "fit", "eval", "export", "bundle"):
+    for cmd in ("prepare", "reconstruct", "prior", "fit", "eval", "export", "bundle"):
         assert cmd in r.stdout
+
+
+def test_help_has_no_raw_rst_backticks(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "fakewatch-train: prepare data" in out and "`" not in out
 
 
 def test_run_folders(pipeline):

@@ -582,7 +582,7 @@ def cmd_bundle(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fakewatch-train", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="fakewatch-train", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--runs", default="runs", help="parent folder of run folders (default: runs)")
