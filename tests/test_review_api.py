@@ -22,6 +22,7 @@ from daemon.events import VerdictEvent
 from daemon.metrics import Metrics
 from daemon.review.web import CSP, MAX_BODY, Review
 from daemon.server import MetricsServer
+from tests.test_security import raw  # one raw-HTTP helper (status, header block, body)
 
 TOKEN = "review-test-token-0123456789"
 CAM_PW = "S3cretCamPw"
@@ -96,18 +97,6 @@ async def served(tmp_path, sample_clip):
 
 def auth(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def raw(port: int, request: bytes) -> tuple[int, bytes, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 30)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return (int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0), head, body
 
 
 def store_alert(review: Review, tmp_path: Path, crop: str | None = "default", track: int = 1,
@@ -254,16 +243,16 @@ async def test_oversized_bodies_over_a_raw_socket_and_the_server_survives(served
     big = b"x" * (MAX_BODY * 8)
     head = (f"POST /api/v1/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
             "Content-Type: application/json\r\nConnection: close\r\n").encode()
-    status, _, _ = await raw(srv.port, head + f"Content-Length: {len(big)}\r\n\r\n".encode() + big)
+    status, _, _ = await raw(srv, head + f"Content-Length: {len(big)}\r\n\r\n".encode() + big)
     assert status == 413
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in [big[i:i + 4096] for i in range(0, len(big), 4096)])
-    status, _, _ = await raw(srv.port, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
+    status, _, _ = await raw(srv, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
     assert status == 413
     # unauthenticated: refused before the body is read
-    status, _, _ = await raw(srv.port, head.replace(TOKEN.encode(), b"nope")
+    status, _, _ = await raw(srv, head.replace(TOKEN.encode(), b"nope")
                              + f"Content-Length: {len(big)}\r\n\r\n".encode() + big)
     assert status in (401, 413)
-    status, _, body = await raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status, _, body = await raw(srv, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert (status, body) == (200, b"ok\n")
 
 
@@ -281,7 +270,7 @@ async def test_traversal_in_ids_never_reads_files(served, eid):
                          ("DELETE", f"/api/v1/streams/{eid}")):
         req = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
                "Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
-        status, head, body = await raw(srv.port, req)
+        status, head, body = await raw(srv, req)
         assert status in (400, 404), (path, status, body[:100])
         assert b"root:" not in body and b"passwd" not in body and b"passwd" not in head
 
@@ -358,11 +347,11 @@ async def test_foreign_host_headers_are_refused(served):
     for host, status in (("evil.example", 403), ("evil.example:9108", 403), ("127.0.0.1", 200), ("localhost:1", 200),
                          ("[::1]:9108", 200)):
         req = f"GET /review HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-        got, _, body = await raw(srv.port, req)
+        got, _, body = await raw(srv, req)
         assert got == status, host
         assert b"evil" not in body
     # /metrics is not guarded (Prometheus scrapes it by service name)
-    got, _, _ = await raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    got, _, _ = await raw(srv, b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
     assert got == 200
 
 
@@ -371,7 +360,7 @@ async def test_allowed_hosts(tmp_path):
     srv = MetricsServer(Metrics(), lambda: True, "127.0.0.1", 0, review=review)
     await srv.start()
     try:
-        got, _, _ = await raw(srv.port, b"GET /review HTTP/1.1\r\nHost: review.internal:8080\r\nConnection: close\r\n\r\n")
+        got, _, _ = await raw(srv, b"GET /review HTTP/1.1\r\nHost: review.internal:8080\r\nConnection: close\r\n\r\n")
         assert got == 200
     finally:
         await srv.stop()
