@@ -12,7 +12,7 @@ from detectors import samples
 from detectors.bundle import default_bundle_path, load_bundle
 from detectors.difffake import GmmScorer, combine
 from detectors.preprocess import model_input
-from detectors.runtime.base import select_runtime
+from detectors.runtime import select_runtime
 
 
 @pytest.fixture(scope="module")

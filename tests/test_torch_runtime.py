@@ -185,7 +185,7 @@ def test_select_runtime_choices_on_cpu(tiny_onnx, caplog):
         pytest.skip("this host has CUDA: the CPU fallback order is not what runs here")
     with pytest.raises(RuntimeError_, match="'torch-cuda' requested but torch sees no CUDA device"):
         select_runtime(tiny_onnx, "torch-cuda")
-    with caplog.at_level(logging.INFO, logger="detectors.runtime.base"):
+    with caplog.at_level(logging.INFO, logger="detectors.runtime.select"):
         rt = select_runtime(tiny_onnx, "auto")
     assert rt.name == "onnxruntime-cpu"
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("runtime auto"))
@@ -196,7 +196,7 @@ def test_select_runtime_choices_on_cpu(tiny_onnx, caplog):
 
 def test_bundle_scorers_on_the_torch_runtime_match_onnxruntime():
     """The daemon's model runners with bundle.runtime torch (and its options) give ORT's scores."""
-    from daemon.scoring import Embedder, FrameScorer
+    from detectors.inference import Embedder, FrameScorer
     from detectors.bundle import default_bundle_path, load_bundle
 
     bundle = load_bundle(default_bundle_path(), verify=False)

@@ -51,8 +51,14 @@ class OrtRuntime(Runtime):
         self.input_type = inp[0].type
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise RuntimeError_(f"{self.path}: runtime is closed")
         if batch.ndim != 4:
             raise RuntimeError_(f"{self.path}: expected an NCHW batch, got shape {batch.shape}")
         x = batch.astype(np.float16 if self.input_type == "tensor(float16)" else np.float32, copy=False)
         y = self.session.run([self.output_name], {self.input_name: x})[0]
         return np.asarray(y, dtype=np.float32)
+
+    def close(self) -> None:
+        """Release the ONNX Runtime session (its memory goes with it); :meth:`run` then raises."""
+        self.session = None
