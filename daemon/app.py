@@ -34,13 +34,13 @@ from daemon.events import VerdictEvent
 from daemon.fusion import Observation, StreamFusion
 from daemon.metrics import Metrics
 from daemon.pipeline import FrameQueue, PipelineConfig, StreamContext, safe_name
-from daemon.scoring import Embedder, FrameScorer, l2_normalise
 from daemon.sinks.base import Sink
 from daemon.temporal import StreamTemporal, TemporalModel
 from daemon.tracking import Tracker
 from daemon.types import Frame, StreamState, end_marker
 from detectors.bundle import Bundle
 from detectors.faces.roi import RegionPlanner
+from detectors.inference import Embedder, FrameScorer, l2_normalise
 
 log = logging.getLogger("fakewatch.pipeline")
 

@@ -137,15 +137,15 @@ def test_build_bundle_roundtrip_and_daemon_scoring(exported, tmp_path):
     ll = scorer.score_samples(combine(emb[:2], emb[2:]))
     np.testing.assert_allclose(ll, gmm.score_samples(combine(emb[:2], emb[2:])), rtol=1e-6, atol=1e-6)
 
-    # the daemon's own scoring objects load the bundle and agree with torch
-    from daemon.scoring import Embedder as DaemonEmbedder
-    from daemon.scoring import FrameScorer
+    # the serving scorers (detectors.inference, used by the daemon and the trainer) load the bundle and agree with torch
+    from detectors.inference import Embedder as BundleEmbedder
+    from detectors.inference import FrameScorer
 
     probs = FrameScorer(loaded, runtime_prefer="cpu")(list(crops))
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-ref[:, 0].astype(np.float64))), atol=1e-5)
     with torch.no_grad():
         emb_ref = em(torch.from_numpy(m.temporal.normalisation.apply(crops))).numpy()
-    np.testing.assert_allclose(DaemonEmbedder(loaded, runtime_prefer="cpu").embed_raw(list(crops)), emb_ref, atol=1e-4)
+    np.testing.assert_allclose(BundleEmbedder(loaded, runtime_prefer="cpu").embed_raw(list(crops)), emb_ref, atol=1e-4)
 
     # corrupting a file is caught by the hash check, naming it
     with open(tmp_path / "bundle" / "frame.onnx", "ab") as f:

@@ -105,7 +105,7 @@ def _build_tiny_bundle(root: str | Path, seed: int = 0, face_pipeline=None) -> P
 
     from detectors.bundle import FrameModelSpec, Manifest, Normalisation, TemporalModelSpec, write_bundle
     from detectors.difffake import combine
-    from daemon.scoring import prepare
+    from detectors.inference import prepare
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,16 @@
 """The bundle's models as batch functions: frame fake probability and DiffFake embeddings.
 
-Both take aligned crops (N, S, S, 3) uint8 RGB as cut by the face pipeline (``align_face``, the
-bundle's crop geometry), resize them to the model's input size when it differs, normalise them
-with the bundle's own :class:`~detectors.bundle.Normalisation` and run them on the best runtime
-available (:func:`detectors.runtime.select_runtime`). They are synchronous; the daemon calls them
-through a :class:`~daemon.batcher.MicroBatcher` on a dedicated thread per model.
+This is the one inference path of a bundle: the daemon serves with it and the trainer evaluates and
+calibrates with it (``fakewatch-train eval`` / ``bundle``), so "calibrated with the serving path" holds
+literally.
+
+Both scorers take aligned crops (N, S, S, 3) uint8 RGB as cut by the face pipeline (``align_face``, the
+bundle's crop geometry), resize them to the model's input size when it differs, normalise them with the
+bundle's own :class:`~detectors.bundle.Normalisation` (:func:`prepare`) and run them on the runtime
+:func:`detectors.runtime.select_runtime` picks, in chunks of at most the runtime's ``max_batch`` (a
+TensorRT profile), so any batch size works. They are synchronous (the daemon calls them through a
+``MicroBatcher`` on a dedicated thread per model) and hold a runtime: ``close()`` them, or use them as
+context managers.
 """
 
 from __future__ import annotations
@@ -27,21 +33,26 @@ def prepare(crops: Sequence[np.ndarray] | np.ndarray, size: int, norm: Normalisa
     return model_input(crops, size, norm)
 
 
-def _run_chunked(rt: Runtime, x: np.ndarray) -> np.ndarray:
-    """Run in chunks of ``rt.max_batch`` (TensorRT engines have a fixed profile)."""
+def run_chunked(rt: Runtime, x: np.ndarray) -> np.ndarray:
+    """``rt.run(x)`` in chunks of at most ``rt.max_batch`` rows (TensorRT engines have a fixed profile)."""
     mb = rt.max_batch
     if not mb or len(x) <= mb:
         return rt.run(x)
     return np.concatenate([rt.run(x[i : i + mb]) for i in range(0, len(x), mb)])
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
 
 
-class _BundleModel:
-    """One ONNX model of the bundle on the best runtime: ``spec`` (file, input size, normalisation,
-    version fields), ``runtime``, ``name`` and ``version`` for logs/events; subclasses shape the output."""
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class BundleModel:
+    """One ONNX model of the bundle on a runtime: ``spec`` (file, input size, normalisation, version
+    fields), ``runtime``, ``name`` and ``version`` for logs/events; subclasses shape the output."""
 
     def __init__(self, bundle: Bundle, spec, name: str, what: str, runtime_prefer: str, threads: int | None,
                  plan_dir: Path | None = None, runtime_options: dict | None = None):
@@ -55,18 +66,28 @@ class _BundleModel:
         )
         self.name = name
         self.version = f"{bundle.manifest.name}/{spec.method}-{spec.backbone}@{spec.version}"
+        self.closed = False
         log.info("%s %s on %s", what, self.version, self.runtime.name)
 
     def _run(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Non-empty crops -> the model output with one row per crop."""
-        y = _run_chunked(self.runtime, prepare(crops, self.size, self.spec.normalisation))
+        y = run_chunked(self.runtime, prepare(crops, self.size, self.spec.normalisation))
         return np.asarray(y).reshape(len(crops), -1)
 
     def close(self) -> None:
-        self.runtime.close()
+        """Release the runtime (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.runtime.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-class FrameScorer(_BundleModel):
+class FrameScorer(BundleModel):
     """The bundle's frame detector: crops -> fake probability ``sigmoid(logit)`` per crop."""
 
     def __init__(self, bundle: Bundle, runtime_prefer: str = "auto", threads: int | None = None,
@@ -74,14 +95,18 @@ class FrameScorer(_BundleModel):
         super().__init__(bundle, bundle.manifest.frame, "frame", "frame model", runtime_prefer, threads, plan_dir,
                          runtime_options)
 
-    def __call__(self, crops: Sequence[np.ndarray]) -> list[float]:
+    def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """(N,) float64 fake probabilities."""
         if len(crops) == 0:
-            return []
-        y = self._run(crops).astype(np.float64)[:, 0]
-        return [float(v) for v in _sigmoid(y)]
+            return np.zeros(0, np.float64)
+        return sigmoid(self._run(crops).astype(np.float64)[:, 0])
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> list[float]:
+        """Batch function for the micro-batcher: one probability per crop."""
+        return [float(v) for v in self.probabilities(crops)]
 
 
-class Embedder(_BundleModel):
+class Embedder(BundleModel):
     """The bundle's DiffFake embedding model: crops -> raw embeddings (N, D) float32.
 
     Also usable as the tracker's identity embedding (``embed`` returns L2-normalised rows, the
@@ -104,8 +129,3 @@ class Embedder(_BundleModel):
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         return l2_normalise(self.embed_raw(crops))
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
