@@ -8,6 +8,7 @@ import torch
 
 from detectors.models import FrameDetector, export_module
 from trainer import train_loop as tl
+from trainer.runs import read_metrics
 from trainer.anl import ANLModel, anl_losses, load_anl, noise_attention, train_anl
 from trainer.diffusion import build_tiny_pixel, build_tiny_sd, load_frozen_diffusion
 
@@ -49,7 +50,7 @@ def test_attention_is_a_distribution():
 def test_train_latent_prior_align(folders, tmp_path):
     cfg = _cfg(tmp_path, folders["latent"], "train.steps=3")
     ck = train_anl(cfg, tl.SyntheticPairs(8, 32))
-    metrics = tl.read_metrics(ck.parent)
+    metrics = read_metrics(ck.parent)
     assert len(metrics) == 3
     for m in metrics:
         assert all(np.isfinite(m[k]) for k in ("total", "cls", "noise", "att", "entropy"))

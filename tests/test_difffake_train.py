@@ -9,6 +9,7 @@ import torch
 from detectors.difffake import GmmScorer
 from detectors.models import Embedder, export_module
 from trainer import train_loop as tl
+from trainer.runs import read_metrics
 from trainer.difffake import (calibrate, difffake_losses, fit_difffake_gmm, fit_gmm_on_embeddings, load_embedder,
                               make_pairs, score_tracks, train_difffake_backbone)
 
@@ -35,7 +36,7 @@ def test_stage1_trains_and_exports_embedder(tmp_path, sam):
     cfg = _cfg(tmp_path, f"optim.sam.enabled={str(sam).lower()}")
     data = tl.SyntheticPairs(8, 32)
     ck = train_difffake_backbone(cfg, data, val_dataset=tl.SyntheticPairs(4, 32, seed=9))
-    metrics = tl.read_metrics(ck.parent)
+    metrics = read_metrics(ck.parent)
     assert all(np.isfinite(m["total"]) for m in metrics if "total" in m)
     assert any("val_auc" in m for m in metrics) and (ck.parent / "best.pt").is_file()
     emb = load_embedder(ck)
@@ -118,7 +119,7 @@ def test_full_pipeline_writes_gmm_and_calibration(tmp_path):
 
     from PIL import Image
 
-    from trainer.difffake import load_difffake, make_pairs, train_difffake
+    from trainer.difffake import make_pairs, train_difffake
 
     data = tl.SyntheticPairs(48, 32)
     items = []
@@ -145,5 +146,5 @@ def test_full_pipeline_writes_gmm_and_calibration(tmp_path):
     assert scorer.dim == 64
     info = json.loads((ck.parent / "calibration.json").read_text())
     assert info["n_tracks"] == 5 and np.isfinite(info["calibration"]["threshold"])
-    assert isinstance(load_difffake(ck), Embedder)
+    assert isinstance(load_embedder(ck), Embedder)
     assert make_pairs(20, rng=np.random.default_rng(0), k=4).shape == (16, 2)  # the CLI's keyword

@@ -8,6 +8,7 @@ import torch
 
 from detectors.models import FrameDetector, export_module
 from trainer import train_loop as tl
+from trainer.runs import read_metrics
 from trainer.diffusion import DiffusionFolderError, build_tiny_pixel, build_tiny_sd, load_frozen_diffusion
 from trainer.diffusionfake import (DiffusionFakeModel, FeatureFilter, build_model, diffusionfake_losses,
                                    load_diffusionfake_detector, train_diffusionfake)
@@ -56,7 +57,7 @@ def test_losses_and_weight_targets(sd, tmp_path):
 def test_train_steps_then_filters_get_gradient_and_export(sd, tmp_path):
     cfg = _cfg(tmp_path, sd, "train.steps=3")
     ck = train_diffusionfake(cfg, tl.SyntheticPairs(6, 32))
-    metrics = tl.read_metrics(ck.parent)
+    metrics = read_metrics(ck.parent)
     assert len(metrics) == 3 and all(np.isfinite(m["total"]) for m in metrics)
     det = load_diffusionfake_detector(ck)
     assert isinstance(det, FrameDetector)

@@ -144,3 +144,25 @@ def test_prepare_shared_data(shared_data: Path, tmp_path: Path, pipeline):
     recs = read_shared_data(shared_data, subsets=["congress_gpo"])[:4] + read_shared_data(shared_data, subsets=["sadtalker_ref_video"])[:1]
     s = prepare(recs, tmp_path / "o", pipeline=pipeline, frames_per_video=3, progress=False)
     assert s.ok == 5 and s.crops == 4 + 3
+
+
+def test_crop_geometry_is_recorded_and_goes_into_the_bundle_manifest(tree: Path, tmp_path: Path, pipeline):
+    """The trainer writes the crop geometry it prepared with into the manifest (trainer.bundling.crop_spec)."""
+    from detectors.bundle import CropSpec
+    from detectors.faces.factory import FacesConfig, build_face_pipeline
+    from trainer.bundling import crop_spec
+    from trainer.export import ExportError
+    from trainer.prepare import crop_geometry
+
+    astro = [r for r in read_generic(tree, dataset="gen", images_as="files") if r.video_uid.endswith("astro.jpg")]
+    prepare(astro, tmp_path / "default", pipeline=pipeline, progress=False)
+    small = build_face_pipeline(FacesConfig(embed=False, det_max_side=320, crop_size=128, crop_scale=1.5))
+    prepare(astro, tmp_path / "small", pipeline=small, progress=False)
+    assert crop_geometry(tmp_path / "default") == (256, 1.3)
+    assert crop_geometry(tmp_path / "small") == (128, 1.5)
+    assert crop_geometry(tmp_path / "empty") is None
+    spec, source = crop_spec([("frame training data", tmp_path / "small"), ("calibration data", None)])
+    assert spec == CropSpec(size=128, scale=1.5) and str(tmp_path / "small") in source
+    assert crop_spec([("frame training data", "gone/folder")])[0] == CropSpec()  # nothing known: today's default
+    with pytest.raises(ExportError, match="different crop geometries"):
+        crop_spec([("frame", tmp_path / "default"), ("temporal", tmp_path / "small")])

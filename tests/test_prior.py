@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from trainer import train_loop as tl
+from trainer.runs import read_metrics
 from trainer.diffusion import DiffusionFolderError, build_tiny_sd, load_frozen_diffusion
 from trainer.prior import regenerate, train_prior
 
@@ -41,7 +42,7 @@ def test_prior_trains_and_saves_loadable_folder(prior_dir):
     prov = json.loads((prior_dir / "provenance.json").read_text())
     assert prov["steps"] == 6 and np.isfinite(prov["final_loss"])
     assert prov["data"]["n_images"] == 8
-    metrics = tl.read_metrics(prior_dir / "train")
+    metrics = read_metrics(prior_dir / "train")
     assert len(metrics) == 6 and all(np.isfinite(m["loss"]) for m in metrics)
     fd = load_frozen_diffusion(prior_dir, expect="pixel")
     assert fd.kind == "pixel" and fd.num_train_timesteps == 1000

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from detectors import samples
 from trainer import train_loop as tl
+from trainer.runs import read_metrics
 from trainer.diffusion import build_tiny_sd, load_frozen_diffusion
 from trainer.diffusionfake import (_branch_images, prepare_train_dataset, train_diffusionfake, unpack_batch,
                                    weight_targets)
@@ -168,7 +169,7 @@ def test_train_diffusionfake_on_pseudo_fake_pairs(crop_items, sd, tmp_path):
     off = prepare_train_dataset(ds, {**cfg, "diffusionfake": {**cfg["diffusionfake"], "detector_augment": False}})
     assert off.augment is None
     ck = train_diffusionfake(cfg, ds)
-    rows = tl.read_metrics(ck.parent)
+    rows = read_metrics(ck.parent)
     assert len(rows) == 2 and all(np.isfinite(r["total"]) and 0 <= r["w_source"] < 1 for r in rows)
     # batches of the prepared dataset through a DataLoader carry the clean images
     pb = unpack_batch(next(iter(DataLoader(prepared, batch_size=2))))

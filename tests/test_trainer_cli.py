@@ -124,6 +124,8 @@ def test_bundle_manifest(pipeline):
     assert m.metrics["frame_export"]["max_abs_err"] <= 1e-4
     assert m.metrics["temporal_calibration"]["n_videos"] == 6
     assert m.provenance["frame"]["sha256"] and "torch" in m.versions
+    # the prepared crops were given (--crops-given), not cut by the face pipeline: the default geometry, said so
+    assert (m.crop.size, m.crop.scale) == (256, 1.3) and m.provenance["crop"]["source"].startswith("default")
 
 
 def test_bundle_fusion_weights_come_from_measured_video_aucs(pipeline):
@@ -195,6 +197,7 @@ def test_bad_input_exits_2_naming_the_file(pipeline, tmp_path, capsys):
         (["prepare", "--dataset", "generic", "--root", str(tmp_path), "--out", str(tmp_path / "p")], str(tmp_path)),
         (["prepare", "--dataset", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "p")], "unknown dataset"),
         (["fit", "--method", "anl", "--set", "train.no_such_key=1"], "no_such_key"),
+        (["fit", "--method", "sbi"], "unknown method 'sbi' (registered: anl, difffake, diffusionfake)"),
         (["export", "--checkpoint", str(prep / "manifest.jsonl"), "--out", str(tmp_path / "e")], "manifest.jsonl"),
         (["bundle", "--out", str(tmp_path / "b")], "--frame"),
     ]

@@ -23,14 +23,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from detectors.models import FrameDetector, build_frame_detector
 from trainer import train_loop as tl
+from trainer.diffusion import load_diffusion_for
+from trainer.methods import register_method
 
 log = logging.getLogger(__name__)
 
@@ -213,27 +214,6 @@ def anl_losses(model: ANLModel, diff, x: torch.Tensor, y: torch.Tensor, cfg: Map
     return out
 
 
-@torch.no_grad()
-def predict_logits(module: nn.Module, loader: DataLoader, device) -> tuple[np.ndarray, np.ndarray]:
-    """Fake logits and labels over a pair loader (reals then fakes per batch)."""
-    module.eval()
-    ys, ss = [], []
-    for batch in loader:
-        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(batch), device)
-        ss.append(module(x)[:, 0].float().cpu().numpy())
-        ys.append(y.cpu().numpy())
-    return np.concatenate(ys), np.concatenate(ss)
-
-
-def load_diffusion_for(cfg: Mapping, device):
-    from trainer.diffusion import load_frozen_diffusion
-
-    d = cfg["diffusion"]
-    dtype = torch.float16 if (d["dtype"] == "fp16" and device.type == "cuda") else torch.float32
-    return load_frozen_diffusion(d["folder"], device=device, dtype=dtype, expect=d.get("expect") or None,
-                                 text_condition=d["text_condition"], vae_sample=d["vae_sample"])
-
-
 def train_anl(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> Path:
     """Train ANL (or the plain-BCE ablation); return the checkpoint path (``<out_dir>/<run>/checkpoint.pt``).
 
@@ -244,7 +224,6 @@ def train_anl(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset
     t0 = time.time()
     gen = tl.seed_everything(int(cfg["seed"]))
     device = tl.pick_device(cfg["device"])
-    tcfg = cfg["train"]
     dataset, val_dataset = tl.default_pair_datasets(cfg, dataset, val_dataset)
     diff = load_diffusion_for(cfg, device) if _regulariser_on(cfg) else None
     size = int(cfg["model"]["image_size"])
@@ -258,29 +237,13 @@ def train_anl(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Dataset
     s = tl.setup_training(cfg, [p for p in model.parameters() if p.requires_grad], dataset, val_dataset, gen,
                           "anl", device)
     extra = {"noise_shape": noise_shape, "image_size": size}
-    for step in range(s.steps):
-        model.train()
-        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(next(s.it)), device)
-
-        def compute():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
-                return anl_losses(model, diff, x, y, cfg)
-
-        losses = tl.train_step(s.opt, compute, model.parameters(), float(tcfg["grad_clip"]))
-        vals = s.end_step(step, losses, "ANL")
-        if s.val_due(step):
-            yv, sv = predict_logits(model.export_module(), s.val_loader, device)
-            if s.record_val(step, tl.binary_auc(yv, sv)):
-                tl.save_checkpoint(s.run.path / "best.pt", "anl", model, cfg, val_auc=s.val_auc, step=step + 1,
-                                   **extra)
-        if s.save_due(step):
-            tl.save_checkpoint(s.ckpt, "anl", model, cfg, step=step + 1, **extra)
-        s.tick(vals)
-    s.bar.close()
-    tl.save_checkpoint(s.ckpt, "anl", model, cfg, step=s.steps, val_auc=s.val_auc, wall_s=round(time.time() - t0, 1),
-                       **extra)
-    s.run.close()
-    return s.ckpt
+    return tl.run_training(
+        s, model, model.parameters(),
+        batch=lambda raw: tl.pair_batch_xy(tl.unpack_pair_batch(raw), device),
+        losses=lambda xy: anl_losses(model, diff, *xy, cfg),
+        val_auc=lambda: tl.binary_auc(*tl.predict_logits(model.export_module(), s.val_loader, device)),
+        save=lambda path, **kw: tl.save_checkpoint(path, "anl", model, cfg, **kw, **extra),
+        what="ANL", device=device, t0=t0)
 
 
 def load_anl(checkpoint: str | Path) -> ANLModel:
@@ -290,3 +253,6 @@ def load_anl(checkpoint: str | Path) -> ANLModel:
     model = ANLModel(ck["config"], tuple(ns) if ns else None)
     model.load_state_dict(ck["state_dict"])
     return model.eval()
+
+
+register_method("anl", train=train_anl, load=load_anl, config=tl.CONFIG_DIR / "anl.yaml", output="frame")

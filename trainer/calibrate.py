@@ -135,3 +135,66 @@ def fusion_weights(components: dict[str, dict[str, Any]], min_videos: int = 5, m
     return {"frame_weight": round(w.get("frame", 0.0), 4), "temporal_weight": round(w.get("temporal", 0.0), 4),
             "rule": f"weight = validation video AUC - 0.5, normalised; 0 below {min_videos} videos per class or "
                     f"AUC < {0.5 + margin:.2f}", "components": {k: {**components[k], "why": why[k]} for k in components}}
+
+
+# --------------------------------------------------------------------------------------------
+# a bundle's thresholds and fusion, measured with the serving scorers
+
+
+def calibrate_bundle(bundle, items: list, target_fpr: float = 0.01, batch: int = 32, seed: int = 0,
+                     pair_k: int = 8, where: str = "calibration data") -> dict[str, Any]:
+    """Thresholds of a (provisional) bundle from prepared crops, scored by :mod:`trainer.bundle_scores` (the
+    serving path): ``frame_calibration`` (threshold at ``target_fpr`` on the real crops; ``frame_val`` too
+    when the data has fakes) and ``temporal_calibration`` (:func:`temporal_stats` on the real videos). The
+    caller copies the thresholds into the final bundle's specs. ``where`` names the data in errors."""
+    from trainer.bundle_scores import frame_probabilities, open_scorers, temporal_video_logliks
+    from trainer.evaluate import ScoreSet, evaluate_set
+
+    reals = [it for it in items if it.label == 0]
+    if not reals:
+        raise EvalError(f"{where}: no real crops to calibrate on")
+    out: dict[str, Any] = {}
+    with open_scorers(bundle) as (frame, embed):
+        if frame is not None:
+            p = frame_probabilities(frame, [it.path for it in items], batch)
+            y = np.array([it.label for it in items])
+            thr = threshold_at_fpr(p[y == 0], target_fpr)
+            out["frame_calibration"] = {"threshold": thr, "target_fpr": target_fpr, "n_real_crops": int((y == 0).sum())}
+            if len(set(y.tolist())) == 2:
+                vids = np.array([it.video_uid for it in items])
+                out["frame_val"] = evaluate_set(ScoreSet("calibration", p, y, vids), thr)
+        if embed is not None:
+            vids, _, ll = temporal_video_logliks(bundle, embed, reals, batch, seed, k=pair_k)
+            if ll.size == 0:
+                raise EvalError(f"{where}: no real video with >= 2 crops to calibrate DiffFake on")
+            out["temporal_calibration"] = temporal_stats(ll, vids, target_fpr)
+    return out
+
+
+def fit_fusion(bundle, items: list, batch: int = 32, seed: int = 0, pair_k: int = 8, min_videos: int = 5,
+               where: str = "fusion data") -> dict[str, Any]:
+    """Manifest ``fusion`` from labeled validation crops (reals + fakes, grouped into videos): each model's
+    video AUC measured with the serving scorers, turned into weights by :func:`fusion_weights`."""
+    from trainer.bundle_scores import frame_probabilities, open_scorers, temporal_video_logliks
+    from trainer.evaluate import auc, video_scores
+
+    labels = np.array([it.label for it in items])
+    if len(set(labels.tolist())) < 2:
+        raise EvalError(f"{where}: fusion data needs real and fake crops")
+    comps: dict[str, dict[str, Any]] = {}
+    with open_scorers(bundle) as (frame, embed):
+        if frame is not None:
+            p = frame_probabilities(frame, [it.path for it in items], batch)
+            _, vy, vs = video_scores(np.array([it.video_uid for it in items]), labels, p)
+            comps["frame"] = {"video_auc": auc(vy, vs) if len(set(vy.tolist())) == 2 else float("nan"),
+                              "n_real_videos": int((vy == 0).sum()), "n_fake_videos": int((vy == 1).sum())}
+        if embed is not None:
+            vids, vlab, ll = temporal_video_logliks(bundle, embed, items, batch, seed, k=pair_k)
+            per: dict[str, list] = {}
+            for v, y, x in zip(vids, vlab, ll):
+                per.setdefault(v, [int(y), []])[1].append(float(x))
+            vy = np.array([y for y, _ in per.values()], int)
+            vs = np.array([-np.mean(x) for _, x in per.values()])  # fakeness = -mean pair log-likelihood
+            comps["temporal"] = {"video_auc": auc(vy, vs) if vy.size and len(set(vy.tolist())) == 2 else float("nan"),
+                                 "n_real_videos": int((vy == 0).sum()), "n_fake_videos": int((vy == 1).sum())}
+    return fusion_weights(comps, min_videos)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from detectors.difffake import GmmScorer, combine
 from detectors.models import Embedder, build_embedder
 from trainer import train_loop as tl
+from trainer.methods import register_method
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def train_difffake_backbone(cfg: Mapping, dataset: Dataset | None = None, val_da
     t0 = time.time()
     gen = tl.seed_everything(int(cfg["seed"]))
     device = tl.pick_device(cfg["device"])
-    tcfg, m = cfg["train"], cfg["model"]
+    m = cfg["model"]
     size = int(m["image_size"])
     dataset, val_dataset = tl.default_pair_datasets(cfg, dataset, val_dataset, size)
     model = build_embedder(m["backbone"], float(m["dropout"]), m.get("backbone_weights") or None,
@@ -87,35 +88,17 @@ def train_difffake_backbone(cfg: Mapping, dataset: Dataset | None = None, val_da
         init_backbone_from(model, m["init_from"])
     s = tl.setup_training(cfg, model.parameters(), dataset, val_dataset, gen, "difffake", device)
     extra = {"embedding_dim": model.dim, "image_size": size}
-    for step in range(s.steps):
-        model.train()
-        x, y = tl.pair_batch_xy(tl.unpack_pair_batch(next(s.it)), device)
-
-        def compute():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
-                return difffake_losses(model, x, y)
-
-        losses = tl.train_step(s.opt, compute, model.parameters(), float(tcfg["grad_clip"]))
-        vals = s.end_step(step, losses, "DiffFake stage-1")
-        if s.val_due(step) and s.record_val(step, _val_auc(model, s.val_loader, device)):
-            tl.save_checkpoint(s.run.path / "best.pt", "difffake", model, cfg, val_auc=s.val_auc, step=step + 1,
-                               **extra)
-        if s.save_due(step):
-            tl.save_checkpoint(s.ckpt, "difffake", model, cfg, step=step + 1, **extra)
-        s.tick(vals)
-    s.bar.close()
-    tl.save_checkpoint(s.ckpt, "difffake", model, cfg, step=s.steps, val_auc=s.val_auc,
-                       wall_s=round(time.time() - t0, 1), **extra)
-    s.run.close()
-    return s.ckpt
-
-
-def load_difffake(checkpoint: str | Path) -> Embedder:
-    """The stage-1 embedder of a DiffFake checkpoint (alias of :func:`load_embedder`, used by the CLI)."""
-    return load_embedder(checkpoint)
+    return tl.run_training(
+        s, model, model.parameters(),
+        batch=lambda raw: tl.pair_batch_xy(tl.unpack_pair_batch(raw), device),
+        losses=lambda xy: difffake_losses(model, *xy),
+        val_auc=lambda: _val_auc(model, s.val_loader, device),
+        save=lambda path, **kw: tl.save_checkpoint(path, "difffake", model, cfg, **kw, **extra),
+        what="DiffFake stage-1", device=device, t0=t0)
 
 
 def load_embedder(checkpoint: str | Path) -> Embedder:
+    """The stage-1 embedder of a DiffFake checkpoint (what the bundle exports as ``embed.onnx``)."""
     ck = tl.load_checkpoint(checkpoint, "difffake")
     m = ck["config"]["model"]
     model = build_embedder(m["backbone"], float(m["dropout"]))
@@ -337,3 +320,7 @@ def train_difffake(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Da
         info["calibration"] = asdict(calibrate(scorer, vembs, g))
     (ck.parent / "calibration.json").write_text(json.dumps(info, indent=2))
     return ck
+
+
+register_method("difffake", train=train_difffake, load=load_embedder, config=tl.CONFIG_DIR / "difffake.yaml",
+                output="embed")

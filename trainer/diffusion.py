@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,6 +310,15 @@ def load_frozen_diffusion(folder: str | Path, device: str | torch.device = "cpu"
 
 
 # ----------------------------------------------------------------------------------------------- test helpers
+def load_diffusion_for(cfg: Mapping, device: torch.device) -> FrozenDiffusion:
+    """The frozen diffusion model of a method config's ``diffusion`` block (``folder``, ``dtype`` (fp16 only on
+    CUDA), ``expect``, ``text_condition``, ``vae_sample``) on ``device``."""
+    d = cfg["diffusion"]
+    dtype = torch.float16 if (d["dtype"] == "fp16" and device.type == "cuda") else torch.float32
+    return load_frozen_diffusion(d["folder"], device=device, dtype=dtype, expect=d.get("expect") or None,
+                                 text_condition=d["text_condition"], vae_sample=d["vae_sample"])
+
+
 def build_tiny_sd(folder: str | Path, sample_size: int = 8, cross_dim: int = 32, seed: int = 0) -> Path:
     """Write a tiny random Stable-Diffusion-style folder (UNet2DConditionModel + AutoencoderKL + DDPM
     scaled-linear scheduler; no text encoder) for tests and smoke runs. The VAE downsamples by 2 (latent side = pixel/2)."""

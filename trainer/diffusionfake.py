@@ -30,7 +30,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +37,8 @@ from torch.utils.data import Dataset
 
 from detectors.models import FrameDetector, build_frame_detector
 from trainer import train_loop as tl
+from trainer.diffusion import load_diffusion_for
+from trainer.methods import register_method
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +231,6 @@ def train_diffusionfake(cfg: Mapping, dataset: Dataset | None = None, val_datase
     ``branches=True`` and gets ``diffusionfake.detector_augment`` (:func:`prepare_train_dataset`).
     Needs a Stable-Diffusion-style folder.
     """
-    from trainer.anl import load_diffusion_for, predict_logits
-
     if cfg["diffusionfake"]["weight_targets"] not in ("online", "ones"):
         raise tl.ConfigError("diffusionfake.weight_targets must be online or ones")
     if not cfg["diffusion"]["folder"]:
@@ -239,34 +238,19 @@ def train_diffusionfake(cfg: Mapping, dataset: Dataset | None = None, val_datase
     t0 = time.time()
     gen = tl.seed_everything(int(cfg["seed"]))
     device = tl.pick_device(cfg["device"])
-    tcfg = cfg["train"]
     dataset, val_dataset = tl.default_pair_datasets(cfg, dataset, val_dataset)
     dataset = prepare_train_dataset(dataset, cfg)
     diff = load_diffusion_for({**cfg, "diffusion": {**cfg["diffusion"], "expect": "latent"}}, device)
     model = build_model(cfg, diff).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     s = tl.setup_training(cfg, params, dataset, val_dataset, gen, "diffusionfake", device)
-    for step in range(s.steps):
-        model.train()
-        pb = unpack_batch(next(s.it))
-
-        def compute():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
-                return diffusionfake_losses(model, diff, pb, cfg, device)
-
-        losses = tl.train_step(s.opt, compute, params, float(tcfg["grad_clip"]))
-        vals = s.end_step(step, losses, "DiffusionFake")
-        if s.val_due(step):
-            yv, sv = predict_logits(model.detector, s.val_loader, device)
-            if s.record_val(step, tl.binary_auc(yv, sv)):
-                _save(s.run.path / "best.pt", model, cfg, val_auc=s.val_auc, step=step + 1)
-        if s.save_due(step):
-            _save(s.ckpt, model, cfg, step=step + 1)
-        s.tick(vals)
-    s.bar.close()
-    _save(s.ckpt, model, cfg, step=s.steps, val_auc=s.val_auc, wall_s=round(time.time() - t0, 1))
-    s.run.close()
-    return s.ckpt
+    return tl.run_training(
+        s, model, params,
+        batch=unpack_batch,
+        losses=lambda pb: diffusionfake_losses(model, diff, pb, cfg, device),
+        val_auc=lambda: tl.binary_auc(*tl.predict_logits(model.detector, s.val_loader, device)),
+        save=lambda path, **kw: _save(path, model, cfg, **kw),
+        what="DiffusionFake", device=device, t0=t0)
 
 
 def _save(path: Path, model: DiffusionFakeModel, cfg: Mapping, **extra) -> Path:
@@ -289,6 +273,5 @@ def load_diffusionfake_detector(checkpoint: str | Path) -> FrameDetector:
     return det.eval()
 
 
-def load_diffusionfake(checkpoint: str | Path) -> FrameDetector:
-    """Alias of :func:`load_diffusionfake_detector` (the CLI looks up ``load_<method>``)."""
-    return load_diffusionfake_detector(checkpoint)
+register_method("diffusionfake", train=train_diffusionfake, load=load_diffusionfake_detector,
+                config=tl.CONFIG_DIR / "diffusionfake.yaml", output="frame")

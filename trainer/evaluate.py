@@ -390,3 +390,57 @@ def write_report(sets: list[ScoreSet], out_dir: str | Path, threshold: float | N
         json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], indent=2) + "\n"
     )
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# a bundle on prepared test data
+
+
+def group_test_sets(items: list, group_by: str = "dataset") -> dict[str, list]:
+    """Test sets of crop items: per dataset, or (``dataset+method``) each fake method against all reals of its
+    dataset (the FF++ per-manipulation protocol)."""
+    groups: dict[str, list] = {}
+    if group_by == "dataset":
+        for it in items:
+            groups.setdefault(it.dataset or "data", []).append(it)
+        return groups
+    by_ds: dict[str, list] = {}
+    for it in items:
+        by_ds.setdefault(it.dataset or "data", []).append(it)
+    for ds, its in by_ds.items():
+        reals = [it for it in its if it.label == 0]
+        methods = sorted({it.method for it in its if it.label == 1})
+        for m in methods or ["real"]:
+            groups[f"{ds}/{m}"] = reals + [it for it in its if it.label == 1 and it.method == m]
+    return groups
+
+
+def evaluate_bundle(bundle, items: list, out_dir: Path, group_by: str = "dataset", batch: int = 32,
+                    runtime: str = "cpu", seed: int = 0) -> list[dict[str, Any]]:
+    """Score every test set with the bundle's serving scorers (:mod:`trainer.bundle_scores`), write per set and
+    model the score arrays (``scores_<model>_<set>.npz``), tables and plots, and ``metrics_all.json``."""
+    from trainer.bundle_scores import frame_probabilities, open_scorers, temporal_video_logliks
+    from trainer.runs import plain
+
+    rows: list[dict[str, Any]] = []
+    m = bundle.manifest
+    with open_scorers(bundle, runtime) as (frame, embed):
+        for name, its in group_test_sets(items, group_by).items():
+            safe = name.replace("/", "_")
+            if frame is not None:
+                probs = frame_probabilities(frame, [it.path for it in its], batch)
+                ss = ScoreSet(name, probs, np.array([it.label for it in its]), np.array([it.video_uid for it in its]),
+                              frames=np.array([int(getattr(it, "frame", 0)) for it in its]),
+                              kind="probability", method=m.frame.method)
+                ss.save_npz(out_dir / f"scores_frame_{safe}.npz")
+                rows += [dict(r, model="frame") for r in write_report([ss], out_dir / "frame" / safe, m.frame.threshold)]
+            if embed is not None:
+                vids, labels, ll = temporal_video_logliks(bundle, embed, its, batch, seed)
+                if ll.size:
+                    ss = ScoreSet(name, -ll, labels, vids, kind="fakeness", method=m.temporal.method)
+                    ss.save_npz(out_dir / f"scores_temporal_{safe}.npz")
+                    rows += [dict(r, model="temporal")
+                             for r in write_report([ss], out_dir / "temporal" / safe, m.temporal.threshold)]
+    write_table(rows, out_dir)
+    (out_dir / "metrics_all.json").write_text(json.dumps(plain(rows), indent=2) + "\n")
+    return rows

@@ -1,11 +1,11 @@
 """ONNX export, parity checks, FP16 variants and bundle assembly.
 
-- :func:`export_onnx` exports the inference-only module (``detectors.models.export_module`` when
-  available) with one input ``input`` (N,3,S,S) float32 and one output (``logit`` for frame
-  detectors, ``embedding`` for DiffFake embedders), a dynamic batch axis, opset 18. It uses the
-  dynamo exporter (onnxscript) and falls back to the TorchScript exporter (``dynamo=False``) if that
-  fails; which one ran is returned and logged. The file is checked with ``onnx.checker`` and loaded
-  by ONNX Runtime (graph check) before it is accepted.
+- :func:`export_onnx` exports the inference-only module (:func:`detectors.models.export_module`) with
+  one input ``input`` (N,3,S,S) float32 and one output (``logit`` for frame detectors, ``embedding``
+  for DiffFake embedders), a dynamic batch axis, opset 18. It uses the dynamo exporter (onnxscript)
+  and falls back to the TorchScript exporter (``dynamo=False``) if that fails; which one ran is
+  returned and logged. The file is checked with ``onnx.checker`` and loaded by ONNX Runtime (graph
+  check) before it is accepted.
 - :func:`parity` runs torch and ONNX Runtime (the daemon's :class:`OrtRuntime`) on random batches of
   several sizes and fails above a tolerance.
 - :func:`fp16_variant` converts weights/activations to float16 with
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.bundle import Bundle, FrameModelSpec, Manifest, TemporalModelSpec, write_bundle
+from detectors.bundle import Bundle, CropSpec, FrameModelSpec, Manifest, TemporalModelSpec, write_bundle
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,6 @@ FP16_TOL = 5e-2  # absolute, on logits / embeddings of order 1; measured values 
 
 class ExportError(RuntimeError):
     """Export produced no usable ONNX model, or the model disagrees with PyTorch."""
-
-
-def inference_module(model):
-    """The inference-only module: ``detectors.models.export_module`` when it exists, else the model itself, in eval mode."""
-    try:
-        from detectors import models as _models
-
-        fn = getattr(_models, "export_module", None)
-    except ImportError:  # pragma: no cover - detectors.models is part of the package
-        fn = None
-    mod = fn(model) if fn is not None else model
-    return mod.eval()
 
 
 def export_onnx(
@@ -63,9 +51,11 @@ def export_onnx(
 
     import torch
 
+    from detectors.models import export_module
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mod = inference_module(model)
+    mod = export_module(model)
     x = torch.randn(2, 3, input_size, input_size)  # batch 2: avoid 0/1 specialisation of the batch dim
     t0 = time.perf_counter()
     exporter = "dynamo"
@@ -157,9 +147,10 @@ def parity(
     """Max |torch - ONNX Runtime| over random batches of ``batch_sizes``; raises ExportError above ``tol``."""
     import torch
 
+    from detectors.models import export_module
     from detectors.runtime.ort import OrtRuntime
 
-    mod = inference_module(model)
+    mod = export_module(model)
     rt = OrtRuntime(onnx_path, device="cpu")
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
@@ -286,8 +277,11 @@ def build_bundle(
     metrics: dict[str, Any] | None = None,
     versions: dict[str, str] | None = None,
     fusion: dict[str, Any] | None = None,
+    crop: CropSpec | None = None,
 ) -> Bundle:
-    """Assemble a bundle folder (manifest + ONNX files + GMM) and return it loaded and hash-verified."""
+    """Assemble a bundle folder (manifest + ONNX files + GMM) and return it loaded and hash-verified.
+
+    ``crop``: the face-crop geometry the models were trained on (default: :class:`CropSpec`'s 256 px / 1.3)."""
     import io
 
     if frame is None and temporal is None:
@@ -320,6 +314,7 @@ def build_bundle(
     manifest = Manifest(
         name=name,
         version=version,
+        crop=crop or CropSpec(),
         frame=frame.spec if frame else None,
         temporal=temporal.spec if temporal else None,
         provenance=dict(provenance or {}),

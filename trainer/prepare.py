@@ -378,3 +378,17 @@ def load_manifest(out_dir: str | Path) -> list[dict[str, Any]]:
                 r["path"] = out_dir / r["path"]
                 rows.append(r)
     return rows
+
+
+def crop_geometry(out_dir: str | Path) -> tuple[int, float] | None:
+    """``(crop_size, crop_scale)`` the face pipeline cut a prepared folder's crops with (from its finished items'
+    ``faces.json``), or None when it has no finished item or its crops were given (``crops_given``: resized
+    dataset crops, no alignment of ours). Items prepared with different geometries raise ValueError."""
+    found: set[tuple[int, float]] = set()
+    for _, meta in iter_done(out_dir):
+        if meta.get("status") != "ok" or meta.get("crops_given") or "crop_size" not in meta:
+            continue
+        found.add((int(meta["crop_size"]), float(meta["crop_scale"])))
+    if len(found) > 1:
+        raise ValueError(f"{out_dir}: crops of different geometries {sorted(found)} (size, scale) in one folder")
+    return found.pop() if found else None

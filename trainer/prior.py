@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from trainer import train_loop as tl
+from trainer.runs import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def train_prior(cfg: Mapping, dataset: Dataset | None = None) -> Path:
     lr_sched = tl.make_scheduler(opt, steps, cfg["optim"])
     abar = sched.alphas_cumprod.to(device)
     out = Path(cfg["out_dir"])
-    run = tl.RunDir(out, "train", cfg)
+    run = RunFolder(out, "train", cfg, step_log=True)
     bar = tl.progress(steps, "prior", bool(tcfg["progress"]))
     losses: list[float] = []
     it = tl.cycle(loader)

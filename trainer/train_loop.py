@@ -1,4 +1,5 @@
-"""Shared training-loop utilities: configs, seeding, AdamW + cosine, SAM, run folders, checkpoints, progress.
+"""The training loop every method runs (:func:`run_training`) and what it needs: configs, seeding, AdamW + cosine,
+SAM, checkpoints, progress, pair batches. Run folders: :mod:`trainer.runs`.
 
 Configs are nested dicts read from YAML. Every method has a default file ``trainer/configs/<method>.yaml``
 that lists every hyper-parameter; a user file or ``key.sub=value`` overrides are merged on top and any
@@ -8,12 +9,11 @@ key that is not in the defaults is refused (so a typo never silently falls back 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ import torch
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader
+
+from trainer.runs import RunFolder
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -68,10 +70,12 @@ def parse_override(item: str) -> dict:
     return out
 
 
-def load_config(method: str, path: str | Path | Mapping | None = None,
+def load_config(method: str | Path, path: str | Path | Mapping | None = None,
                 overrides: Iterable[str | Mapping] = ()) -> dict:
-    """Defaults of ``method`` <- file or mapping ``path`` <- ``overrides``; unknown keys raise ConfigError."""
-    cfg = _read_yaml(CONFIG_DIR / f"{method}.yaml")
+    """Defaults <- file or mapping ``path`` <- ``overrides``; unknown keys raise ConfigError. The defaults are
+    ``trainer/configs/<method>.yaml`` for a name, or the YAML file ``method`` itself for a path (a registered
+    method's ``config``)."""
+    cfg = _read_yaml(method if isinstance(method, Path) else CONFIG_DIR / f"{method}.yaml")
     if path is not None:
         user = dict(path) if isinstance(path, Mapping) else _read_yaml(path)
         user.pop("extends", None)
@@ -217,40 +221,7 @@ class SAM(torch.optim.Optimizer):
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
 
-# ----------------------------------------------------------------------------------------------- run folders
-class RunDir:
-    """One training run's folder: ``config.yaml``, ``metrics.jsonl`` (one JSON object per logged step),
-    ``checkpoint.pt`` (latest) and whatever the method writes next to them."""
-
-    def __init__(self, root: str | Path, name: str | None = None, cfg: Mapping | None = None):
-        base = Path(root)
-        name = name or time.strftime("%Y%m%d-%H%M%S")
-        path = base / name
-        i = 1
-        while path.exists() and any(path.iterdir()):
-            path = base / f"{name}-{i}"
-            i += 1
-        path.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        if cfg is not None:
-            (path / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
-        self._metrics = open(path / "metrics.jsonl", "a", buffering=1)
-
-    def log(self, step: int, **values: Any) -> None:
-        rec = {"step": int(step), "time": round(time.time(), 3)}
-        rec.update({k: (float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v)
-                    for k, v in values.items()})
-        self._metrics.write(json.dumps(rec) + "\n")
-
-    def close(self) -> None:
-        self._metrics.close()
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    p = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-
-
+# ----------------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str | Path, method: str, model: nn.Module, cfg: Mapping, **extra: Any) -> Path:
     """Write ``{"method", "config", "state_dict", **extra}`` atomically (tmp file + rename)."""
     p = Path(path)
@@ -395,6 +366,18 @@ def build_pair_dataset(dcfg: Mapping, split: str = "train", size: int = 256, see
                            p_recon_local=float(dcfg.get("p_recon_local", 0.3)))
 
 
+@torch.no_grad()
+def predict_logits(module: nn.Module, loader: DataLoader, device) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and fake logits of a frame detector (``module(x)[:, 0]``) over a pair loader (reals then fakes per batch)."""
+    module.eval()
+    ys, ss = [], []
+    for batch in loader:
+        x, y = pair_batch_xy(unpack_pair_batch(batch), device)
+        ss.append(module(x)[:, 0].float().cpu().numpy())
+        ys.append(y.cpu().numpy())
+    return np.concatenate(ys), np.concatenate(ss)
+
+
 def binary_auc(y: np.ndarray, s: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -483,7 +466,7 @@ class TrainSetup:
     sched: torch.optim.lr_scheduler.LambdaLR
     loader: DataLoader
     val_loader: DataLoader | None
-    run: RunDir
+    run: RunFolder
     amp: bool
     bar: Any
     it: Iterator
@@ -540,9 +523,43 @@ def setup_training(cfg: Mapping, model_params, dataset, val_dataset, gen: torch.
                         num_workers=workers, generator=gen)
     val_loader = (DataLoader(val_dataset, batch_size=int(tcfg["batch_size"]), shuffle=False, num_workers=workers)
                   if val_dataset is not None else None)
-    run = RunDir(cfg["out_dir"], cfg.get("run_name") or None, cfg)
+    run = RunFolder(cfg["out_dir"], cfg.get("run_name") or None, cfg, step_log=True)
     amp = bool(tcfg["amp"]) and device.type == "cuda"
     bar = progress(steps, name, bool(tcfg["progress"]))
     return TrainSetup(name=name, tcfg=tcfg, steps=steps, opt=opt, sched=sched, loader=loader,
                       val_loader=val_loader, run=run, amp=amp, bar=bar, it=cycle(loader),
                       ckpt=run.path / "checkpoint.pt")
+
+
+def run_training(s: TrainSetup, model: nn.Module, params, batch: Callable[[Any], Any],
+                 losses: Callable[[Any], dict[str, torch.Tensor]], val_auc: Callable[[], float],
+                 save: Callable[..., Path], what: str, device: torch.device, t0: float) -> Path:
+    """The step loop of every method; returns the final checkpoint ``s.ckpt``.
+
+    Per step: ``model.train()``, ``batch(next raw batch)``, ``losses(batch)`` (a dict with ``total``; under
+    bf16 autocast when ``s.amp``) optimised by :func:`train_step` (SAM-aware, ``train.grad_clip`` over
+    ``params``), then :meth:`TrainSetup.end_step` (schedule, finite-loss check naming ``what``, logging).
+    When validation is due, ``val_auc()`` is recorded and a new best is saved as ``best.pt``; every
+    ``train.save_every`` steps and at the end ``save(path, **fields)`` writes the checkpoint (fields:
+    ``step``, ``val_auc``, and at the end ``wall_s`` since ``t0``). Closes the progress bar and run folder.
+    """
+    params = list(params)
+    clip = float(s.tcfg["grad_clip"])
+    for step in range(s.steps):
+        model.train()
+        b = batch(next(s.it))
+
+        def compute():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp):
+                return losses(b)
+
+        vals = s.end_step(step, train_step(s.opt, compute, params, clip), what)
+        if s.val_due(step) and s.record_val(step, val_auc()):
+            save(s.run.path / "best.pt", val_auc=s.val_auc, step=step + 1)
+        if s.save_due(step):
+            save(s.ckpt, step=step + 1)
+        s.tick(vals)
+    s.bar.close()
+    save(s.ckpt, step=s.steps, val_auc=s.val_auc, wall_s=round(time.time() - t0, 1))
+    s.run.close()
+    return s.ckpt
