@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from detectors.bundle import load_bundle
     from detectors.difffake import GmmScorer
-    from trainer.cli import embeddings
+    from detectors.inference import Embedder
+    from trainer.bundle_scores import embeddings
     from trainer.difffake import fit_gmm_on_embeddings, pair_vectors
     from trainer.evaluate import auc
     from trainer.prepare import load_manifest
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = {k: sorted(v) for k, v in groups.items() if len(v) >= 2}
     keys = sorted(groups)
     flat = [p for k in keys for p in groups[k]]
-    emb = embeddings(b, flat, 32)
+    with Embedder(b, "cpu") as embedder:
+        emb = embeddings(embedder, flat, 32)
     E, i = {}, 0
     for k in keys:
         E[k] = emb[i:i + len(groups[k])]
