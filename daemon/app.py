@@ -39,6 +39,7 @@ from daemon.temporal import StreamTemporal, TemporalModel
 from daemon.tracking import Tracker
 from daemon.types import Frame, StreamState, end_marker
 from detectors.bundle import Bundle
+from detectors.faces.pipeline import use_bundle_crop
 from detectors.faces.roi import RegionPlanner
 from detectors.inference import Embedder, FrameScorer, l2_normalise
 
@@ -151,13 +152,7 @@ class Daemon:
             self._track_embed = "face" if has_arcface else "none"
         info["tracking_embedding"] = self._track_embed
         info["faces"] = str(getattr(self.faces, "name", type(self.faces).__name__))
-        crop = m.crop
-        fsize, fscale = getattr(self.faces, "crop_size", None), getattr(self.faces, "crop_scale", None)
-        if fsize is not None and (fsize != crop.size or abs(float(fscale) - crop.scale) > 1e-6):
-            log.warning(
-                "face crops are %sx%s at scale %s but the bundle was trained on %sx%s at scale %s: expect skew",
-                fsize, fsize, fscale, crop.size, crop.size, crop.scale,
-            )
+        use_bundle_crop(self.faces, m.crop)  # crops as the bundle was trained on (faces.crop_* override)
         self.metrics.bundle_info.info(info)
         log.info("models loaded: %s", info)
 

@@ -38,7 +38,8 @@ class FacesConfig(BaseModel):
         InsightFace letterboxes into a det_max_side square.
     min_score / min_face_px / max_faces: face filter (detector threshold, short side in pixels,
         most faces per frame kept, ranked by quality).
-    crop_size / crop_scale: aligned crop geometry for the classifiers (face fills 1/crop_scale).
+    crop_size / crop_scale: aligned crop geometry for the classifiers (face fills 1/crop_scale); null (default):
+        the bundle's manifest crop (256 / 1.3 where no bundle is involved); a value is an explicit override.
     embed: compute identity embeddings when the backend has a recogniser (InsightFace packs).
     device: "cpu" or "cuda" (ONNX Runtime providers, always passed explicitly).
     threads: ONNX Runtime intra-op threads for CenterFace (None: ORT's default).
@@ -54,8 +55,10 @@ class FacesConfig(BaseModel):
     min_score: float = Field(0.5, gt=0.0, lt=1.0, description="detection score threshold")
     min_face_px: int = Field(24, ge=1, description="smallest face kept (short side, frame pixels)")
     max_faces: int = Field(32, ge=1, le=1024, description="most faces kept per frame, best quality first")
-    crop_size: int = Field(256, ge=32, le=1024, description="aligned crop side for the classifiers")
-    crop_scale: float = Field(1.3, ge=1.0, le=3.0, description="face fills 1/crop_scale of the crop")
+    crop_size: int | None = Field(None, ge=32, le=1024,
+                                  description="aligned crop side for the classifiers (null: the bundle's, else 256)")
+    crop_scale: float | None = Field(None, ge=1.0, le=3.0,
+                                     description="face fills 1/crop_scale of the crop (null: the bundle's, else 1.3)")
     embed: bool = Field(True, description="compute identity embeddings when the backend has a recogniser")
     device: Literal["cpu", "cuda"] = Field("cpu", description="ONNX Runtime device (providers passed explicitly)")
     threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads for CenterFace (null: ORT default)")

@@ -9,6 +9,12 @@ reaches the score once the face is 100 px on its short side (the size where fore
 stop losing accuracy to resampling), and falls linearly for smaller faces. Faces are ranked by it
 when more than ``max_faces`` are found.
 
+Classifier crop geometry: the bundle's (its manifest ``crop``, the geometry its training data was prepared
+with). A pipeline built without ``crop_size`` / ``crop_scale`` cuts 256 px at scale 1.3 until
+:func:`use_bundle_crop` hands it a bundle's crop (the daemon does at model load); a value given
+explicitly (the ``faces.crop_size`` / ``faces.crop_scale`` config) is an override that stays, with a
+warning when it differs from the bundle's.
+
 Embedder crop geometry: an embedder may carry ``crop_size`` and ``crop_scale`` attributes (ArcFace:
 112 and 1.0); its crops are then cut separately with those. Without them it gets the pipeline's
 own crops (e.g. an embedding head trained on our 256/1.3 crops).
@@ -29,6 +35,8 @@ from detectors.faces.types import Face, FaceDetector, FaceEmbedder
 log = logging.getLogger(__name__)
 
 QUALITY_FULL_SIZE_PX = 100.0
+DEFAULT_CROP_SIZE = 256  # the face pipeline's and CropSpec's default (detectors.bundle)
+DEFAULT_CROP_SCALE = 1.3
 
 
 def face_quality(face: Face) -> float:
@@ -58,25 +66,34 @@ class FacePipeline:
         self,
         detector: FaceDetector,
         embedder: FaceEmbedder | None = None,
-        crop_size: int = 256,
-        crop_scale: float = 1.3,
+        crop_size: int | None = None,
+        crop_scale: float | None = None,
         min_face_px: int = 24,
         max_faces: int = 32,
         min_score: float = 0.5,
     ):
-        if crop_size < 8:
-            raise ValueError(f"crop_size must be >= 8, got {crop_size}")
-        if crop_scale < 1.0:
-            raise ValueError(f"crop_scale must be >= 1.0, got {crop_scale}")
+        """``crop_size`` / ``crop_scale``: an explicit classifier crop geometry (kept over a bundle's); None:
+        256 px / 1.3 until :func:`use_bundle_crop` sets the bundle's."""
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         self.detector = detector
         self.embedder = embedder
-        self.crop_size = int(crop_size)
-        self.crop_scale = float(crop_scale)
         self.min_face_px = float(min_face_px)
         self.max_faces = int(max_faces)
         self.min_score = float(min_score)
+        self.crop_explicit = (crop_size is not None, crop_scale is not None)
+        self.set_crop(DEFAULT_CROP_SIZE if crop_size is None else crop_size,
+                      DEFAULT_CROP_SCALE if crop_scale is None else crop_scale)
+
+    def set_crop(self, size: int, scale: float) -> None:
+        """Cut classifier crops of ``size`` px at ``scale`` from now on."""
+        if size < 8:
+            raise ValueError(f"crop_size must be >= 8, got {size}")
+        if scale < 1.0:
+            raise ValueError(f"crop_scale must be >= 1.0, got {scale}")
+        self.crop_size = int(size)
+        self.crop_scale = float(scale)
+        embedder = self.embedder
         emb_size = getattr(embedder, "crop_size", None) if embedder is not None else None
         emb_scale = getattr(embedder, "crop_scale", None) if embedder is not None else None
         self._emb_geometry: tuple[int, float] | None = None
@@ -201,3 +218,22 @@ class FacePipeline:
             for o, e in zip(all_obs, emb):
                 o.face.embedding = e
         return per_image
+
+
+def use_bundle_crop(faces, crop) -> tuple[int, float] | None:
+    """Make ``faces`` cut the classifier crops the bundle was trained on (``crop``: its manifest
+    :class:`~detectors.bundle.CropSpec`), except for a ``crop_size`` / ``crop_scale`` given explicitly,
+    which is kept and logged as an override when it differs. Returns the geometry in use; None (nothing
+    done) for a face stage that is not a :class:`FacePipeline` (test doubles)."""
+    if not isinstance(faces, FacePipeline):
+        return None
+    size_set, scale_set = faces.crop_explicit
+    size = faces.crop_size if size_set else int(crop.size)
+    scale = faces.crop_scale if scale_set else float(crop.scale)
+    if (size, scale) != (faces.crop_size, faces.crop_scale):
+        faces.set_crop(size, scale)
+        log.info("face crops follow the bundle: %d px at scale %s", size, scale)
+    if size != int(crop.size) or abs(scale - float(crop.scale)) > 1e-6:
+        log.warning("faces.crop_size/crop_scale override the bundle: crops are %sx%s at scale %s but the bundle was "
+                    "trained on %sx%s at scale %s: expect skew", size, size, scale, crop.size, crop.size, crop.scale)
+    return size, scale
