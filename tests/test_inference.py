@@ -99,7 +99,7 @@ def test_close_is_idempotent_and_a_closed_runtime_refuses_work(tiny_bundle_dir):
 
 
 def test_eval_batch_above_the_runtime_max_batch_and_runtimes_closed(tiny_bundle_dir, crop_items, capped, tmp_path):
-    from trainer.evaluate import evaluate_bundle
+    from trainer.bundle_scores import evaluate_bundle
 
     bundle = load_bundle(tiny_bundle_dir)
     rows = evaluate_bundle(bundle, crop_items, tmp_path, batch=8)

@@ -33,6 +33,7 @@ def test_unknown_method_names_the_registered_ones():
 
 
 def test_register_refuses_duplicates_and_bad_outputs(monkeypatch):
+    method_names()  # the built-ins are registered on the first lookup
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
     with pytest.raises(ValueError, match="already registered"):
         register_method("anl", train=print, load=print, config="x.yaml")
@@ -53,6 +54,7 @@ def test_no_method_lookup_by_name_strings():
     for f in ("anl.py", "difffake.py", "diffusionfake.py"):
         src = (ROOT / "trainer" / f).read_text()
         assert "tl.run_training(" in src and "for step in range" not in src, f  # one step loop, in train_loop
+        assert "trainer.methods" not in src, f  # the registry imports the methods, never the other way round
 
 
 def test_load_inference_model_gives_the_exported_part(tmp_path):

@@ -31,7 +31,6 @@ from torch.utils.data import Dataset
 from detectors.models import FrameDetector, build_frame_detector
 from trainer import train_loop as tl
 from trainer.diffusion import load_diffusion_for
-from trainer.methods import register_method
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +252,3 @@ def load_anl(checkpoint: str | Path) -> ANLModel:
     model = ANLModel(ck["config"], tuple(ns) if ns else None)
     model.load_state_dict(ck["state_dict"])
     return model.eval()
-
-
-register_method("anl", train=train_anl, load=load_anl, config=tl.CONFIG_DIR / "anl.yaml", output="frame")

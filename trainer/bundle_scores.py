@@ -1,9 +1,9 @@
 """A bundle's scores on prepared crops, through the serving scorers (:mod:`detectors.inference`).
 
-Evaluation (:func:`trainer.evaluate.evaluate_bundle`) and calibration (:mod:`trainer.calibrate`) score
-crop files written by ``fakewatch-train prepare`` with exactly what the daemon runs: the same
-preprocessing, runtime selection, batching (split to the runtime's max batch), sigmoid, embeddings and
-GMM. Crops are read ``batch`` at a time; the scorers are opened by :func:`open_scorers` and closed when
+Evaluation (:func:`evaluate_bundle`, metrics from :mod:`trainer.evaluate`) and calibration
+(:mod:`trainer.calibrate`) score crop files written by ``fakewatch-train prepare`` with exactly what the
+daemon runs: the same preprocessing, runtime selection, batching (split to the runtime's max batch),
+sigmoid, embeddings and GMM. Crops are read ``batch`` at a time; the scorers are opened by :func:`open_scorers` and closed when
 its ``with`` block ends.
 """
 
@@ -122,3 +122,56 @@ def temporal_video_logliks(bundle: Bundle, embedder: Embedder, items: list, batc
             lls.append(ll)
         start += n
     return np.asarray(vids), np.asarray(labels, np.int64), (np.concatenate(lls) if lls else np.zeros(0))
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation: a bundle on prepared test data
+
+
+def group_test_sets(items: list, group_by: str = "dataset") -> dict[str, list]:
+    """Test sets of crop items: per dataset, or (``dataset+method``) each fake method against all reals of its
+    dataset (the FF++ per-manipulation protocol)."""
+    groups: dict[str, list] = {}
+    if group_by == "dataset":
+        for it in items:
+            groups.setdefault(it.dataset or "data", []).append(it)
+        return groups
+    by_ds: dict[str, list] = {}
+    for it in items:
+        by_ds.setdefault(it.dataset or "data", []).append(it)
+    for ds, its in by_ds.items():
+        reals = [it for it in its if it.label == 0]
+        methods = sorted({it.method for it in its if it.label == 1})
+        for m in methods or ["real"]:
+            groups[f"{ds}/{m}"] = reals + [it for it in its if it.label == 1 and it.method == m]
+    return groups
+
+
+def evaluate_bundle(bundle, items: list, out_dir: Path, group_by: str = "dataset", batch: int = 32,
+                    runtime: str = "cpu", seed: int = 0) -> list[dict[str, Any]]:
+    """Score every test set with the bundle's serving scorers, write per set and model the score arrays (``scores_<model>_<set>.npz``), tables and plots, and ``metrics_all.json``."""
+    from trainer.evaluate import ScoreSet, write_report, write_table
+    from trainer.runs import plain
+
+    rows: list[dict[str, Any]] = []
+    m = bundle.manifest
+    with open_scorers(bundle, runtime) as (frame, embed):
+        for name, its in group_test_sets(items, group_by).items():
+            safe = name.replace("/", "_")
+            if frame is not None:
+                probs = frame_probabilities(frame, [it.path for it in its], batch)
+                ss = ScoreSet(name, probs, np.array([it.label for it in its]), np.array([it.video_uid for it in its]),
+                              frames=np.array([int(getattr(it, "frame", 0)) for it in its]),
+                              kind="probability", method=m.frame.method)
+                ss.save_npz(out_dir / f"scores_frame_{safe}.npz")
+                rows += [dict(r, model="frame") for r in write_report([ss], out_dir / "frame" / safe, m.frame.threshold)]
+            if embed is not None:
+                vids, labels, ll = temporal_video_logliks(bundle, embed, its, batch, seed)
+                if ll.size:
+                    ss = ScoreSet(name, -ll, labels, vids, kind="fakeness", method=m.temporal.method)
+                    ss.save_npz(out_dir / f"scores_temporal_{safe}.npz")
+                    rows += [dict(r, model="temporal")
+                             for r in write_report([ss], out_dir / "temporal" / safe, m.temporal.threshold)]
+    write_table(rows, out_dir)
+    (out_dir / "metrics_all.json").write_text(json.dumps(plain(rows), indent=2) + "\n")
+    return rows

@@ -139,8 +139,7 @@ def cmd_reconstruct(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_eval(a: argparse.Namespace) -> dict[str, Any]:
     from detectors.bundle import load_bundle
-    from trainer.bundle_scores import load_items
-    from trainer.evaluate import evaluate_bundle
+    from trainer.bundle_scores import evaluate_bundle, load_items
 
     bundle = load_bundle(a.bundle)
     items = [it for d in a.data for it in load_items(d, a.split or None)]

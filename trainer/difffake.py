@@ -30,7 +30,6 @@ from torch.utils.data import DataLoader, Dataset
 from detectors.difffake import GmmScorer, combine
 from detectors.models import Embedder, build_embedder
 from trainer import train_loop as tl
-from trainer.methods import register_method
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +319,3 @@ def train_difffake(cfg: Mapping, dataset: Dataset | None = None, val_dataset: Da
         info["calibration"] = asdict(calibrate(scorer, vembs, g))
     (ck.parent / "calibration.json").write_text(json.dumps(info, indent=2))
     return ck
-
-
-register_method("difffake", train=train_difffake, load=load_embedder, config=tl.CONFIG_DIR / "difffake.yaml",
-                output="embed")

@@ -38,7 +38,6 @@ from torch.utils.data import Dataset
 from detectors.models import FrameDetector, build_frame_detector
 from trainer import train_loop as tl
 from trainer.diffusion import load_diffusion_for
-from trainer.methods import register_method
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +270,3 @@ def load_diffusionfake_detector(checkpoint: str | Path) -> FrameDetector:
     sd = {k[len("detector."):]: v for k, v in ck["state_dict"].items() if k.startswith("detector.")}
     det.load_state_dict(sd)
     return det.eval()
-
-
-register_method("diffusionfake", train=train_diffusionfake, load=load_diffusionfake_detector,
-                config=tl.CONFIG_DIR / "diffusionfake.yaml", output="frame")

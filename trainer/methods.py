@@ -1,9 +1,9 @@
 """The registry of training methods: what ``fakewatch-train fit --method NAME`` trains and how a checkpoint
 of it becomes the module that is exported.
 
-A method module registers itself when imported (at its end)::
+Every method is one :func:`register_method` call (the built-in ones in :func:`_builtins`)::
 
-    register_method("anl", train=train_anl, load=load_anl, config=CONFIG_DIR / "anl.yaml", output="frame")
+    register_method("anl", train=anl.train_anl, load=anl.load_anl, config=CONFIG_DIR / "anl.yaml", output="frame")
 
 - ``train(cfg, dataset=None, val_dataset=None) -> checkpoint path`` runs :func:`trainer.train_loop.run_training`;
 - ``load(checkpoint) -> torch module`` rebuilds the model without any training-only dependency (no diffusion
@@ -13,8 +13,9 @@ A method module registers itself when imported (at its end)::
 - ``output``: ``frame`` (a logit per crop, the bundle's frame model) or ``embed`` (an embedding per crop, the
   bundle's DiffFake embedder).
 
-The built-in methods (ANL, DiffusionFake, DiffFake) are imported on the first lookup, so commands that train
-nothing never import torch or diffusers.
+The built-in methods (ANL, DiffusionFake, DiffFake) are imported and registered on the first lookup, so
+commands that train nothing never import torch or diffusers, and the method modules know nothing of the
+registry.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Method:
 
 
 _REGISTRY: dict[str, Method] = {}
+_BUILTINS_DONE = False
 
 
 def register_method(name: str, *, train: Callable[..., Path], load: Callable[[str | Path], Any],
@@ -57,7 +59,20 @@ def register_method(name: str, *, train: Callable[..., Path], load: Callable[[st
 
 
 def _builtins() -> None:
-    from trainer import anl, difffake, diffusionfake  # noqa: F401  (each registers its method when imported)
+    """Register ANL, DiffusionFake and DiffFake (once)."""
+    global _BUILTINS_DONE
+    if _BUILTINS_DONE:
+        return
+    from trainer import anl, difffake, diffusionfake
+    from trainer.train_loop import CONFIG_DIR
+
+    register_method("anl", train=anl.train_anl, load=anl.load_anl, config=CONFIG_DIR / "anl.yaml", output="frame")
+    register_method("diffusionfake", train=diffusionfake.train_diffusionfake,
+                    load=diffusionfake.load_diffusionfake_detector, config=CONFIG_DIR / "diffusionfake.yaml",
+                    output="frame")
+    register_method("difffake", train=difffake.train_difffake, load=difffake.load_embedder,
+                    config=CONFIG_DIR / "difffake.yaml", output="embed")
+    _BUILTINS_DONE = True
 
 
 def method_names() -> list[str]:
