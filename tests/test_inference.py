@@ -91,11 +91,18 @@ def test_scorers_split_batches_to_the_runtime_max_batch(tiny_bundle_dir, capped)
 
 
 def test_close_is_idempotent_and_a_closed_runtime_refuses_work(tiny_bundle_dir):
-    fs = FrameScorer(load_bundle(tiny_bundle_dir), "cpu")
+    from detectors.runtime import OrtRuntime
+
+    bundle = load_bundle(tiny_bundle_dir)
+    fs = FrameScorer(bundle, "cpu")
     fs.close()
     fs.close()
     with pytest.raises(RuntimeError_, match="closed"):
         fs.probabilities(_crops(1))
+    with OrtRuntime(bundle.frame_onnx) as rt:  # a runtime is a context manager too
+        assert rt.run(np.zeros((2, 3, 64, 64), np.float32)).shape == (2, 1)
+    with pytest.raises(RuntimeError_, match="closed"):
+        rt.run(np.zeros((1, 3, 64, 64), np.float32))
 
 
 def test_eval_batch_above_the_runtime_max_batch_and_runtimes_closed(tiny_bundle_dir, crop_items, capped, tmp_path):
@@ -136,8 +143,12 @@ def test_calibration_and_fusion_score_with_the_serving_path(tiny_bundle_dir, cro
     assert set(f["components"]) == {"frame", "temporal"}
     assert f["components"]["frame"]["n_real_videos"] == 4 and f["components"]["frame"]["n_fake_videos"] == 3
     assert all(rt.closed for rt in capped) and max(b for rt in capped for b in rt.batches) == 3
-    with pytest.raises(Exception, match="real and fake"):
+    from trainer.evaluate import EvalError
+
+    with pytest.raises(EvalError, match="real and fake"):
         cal.fit_fusion(bundle, [it for it in crop_items if it.label == 0])
+    with pytest.raises(EvalError, match="no real crops"):
+        cal.calibrate_bundle(bundle, [it for it in crop_items if it.label == 1])
 
 
 def test_daemon_and_trainer_import_the_same_scorers():
