@@ -408,13 +408,8 @@ def build_daemon(cfg: Any, metrics: Any, extra_sinks: list[Sink] = ()) -> tuple[
     sinks = build_sinks(cfg.sinks, metrics, cfg.kafka) + list(extra_sinks)
     # fusion weights: the config's where set, else the bundle's fitted ones (the report legend reads them back)
     cfg.pipeline.fusion = cfg.pipeline.fusion.resolve(bundle.manifest.fusion)
-    pipeline = cfg.pipeline
-    if cfg.bundle.threads is not None and getattr(pipeline, "threads", 0) is None:
-        pipeline = pipeline.model_copy(update={"threads": cfg.bundle.threads})
-    daemon = Daemon(pipeline, face_pipeline, bundle, sinks, metrics, runtime=cfg.bundle.runtime,
-                    plan_dir=cfg.bundle.plan_dir, regions=region_planner(cfg.faces, face_pipeline),
-                    runtime_options={"torch_precision": cfg.bundle.torch_precision,
-                                     "cuda_graphs": cfg.bundle.cuda_graphs})
+    daemon = Daemon(cfg.pipeline, face_pipeline, bundle, sinks, metrics, models=cfg.bundle,
+                    regions=region_planner(cfg.faces, face_pipeline))
     return daemon, sinks
 
 

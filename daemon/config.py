@@ -18,9 +18,11 @@ environment variables < ``--set section.key=value`` command-line overrides.
   exist) run during validation too, so a bad path is caught before anything starts; pass
   ``check_paths=False`` to :func:`load_config` to skip them (unit tests, tooling).
 
-Each part of the daemon owns its config model (``AvSourceSettings`` in daemon/sources,
+Each part of the daemon owns its config model (``AvSourceSettings`` in daemon/sources/av.py,
 ``FacesConfig`` in detectors/faces/factory.py, ``PipelineConfig`` in daemon/pipeline.py,
-``KafkaConfig`` in daemon/kafka); this module only composes them.
+``BundleConfig`` in daemon/models.py, ``KafkaConfig`` in daemon/kafka/config.py,
+``ReviewStoreConfig`` in daemon/review/store.py); this module composes them and owns the rest
+(streams, sinks, http, logging).
 """
 
 from __future__ import annotations
@@ -36,55 +38,15 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from daemon.config_base import StrictModel
+from daemon.kafka.config import KafkaConfig
 from daemon.logging import redact
+from daemon.models import BundleConfig
+from daemon.pipeline import PipelineConfig
 from daemon.review.store import ReviewStoreConfig
+from daemon.sources.av import AvSourceSettings
+from detectors.faces.factory import FacesConfig
 
 ENV_PREFIX = "FAKEWATCH__"
-
-# --- sections owned by other modules (imported when present; plain mappings until they land) ------
-
-try:  # pragma: no cover - depends on which modules exist
-    from daemon.sources.av import AvSourceSettings
-except ImportError:  # pragma: no cover
-    try:
-        from daemon.sources.base import AvSourceSettings  # type: ignore[no-redef]
-    except ImportError:
-        AvSourceSettings = None  # type: ignore[assignment,misc]
-
-try:  # pragma: no cover
-    from detectors.faces.factory import FacesConfig
-except ImportError:  # pragma: no cover
-    FacesConfig = None  # type: ignore[assignment,misc]
-
-try:  # pragma: no cover
-    from daemon.pipeline import PipelineConfig
-except ImportError:  # pragma: no cover
-    PipelineConfig = None  # type: ignore[assignment,misc]
-
-
-def _import_kafka_config():
-    for mod in ("daemon.kafka.config", "daemon.kafka.tools", "daemon.kafka", "daemon.sources.kafka"):
-        try:
-            m = __import__(mod, fromlist=["KafkaConfig"])
-        except ImportError:
-            continue
-        if hasattr(m, "KafkaConfig"):
-            return m.KafkaConfig
-    return None
-
-
-KafkaConfig = _import_kafka_config()
-
-_AnySection = dict[str, Any]
-_SourceT = AvSourceSettings if AvSourceSettings is not None else _AnySection
-_FacesT = FacesConfig if FacesConfig is not None else _AnySection
-_PipelineT = PipelineConfig if PipelineConfig is not None else _AnySection
-_KafkaT = KafkaConfig if KafkaConfig is not None else _AnySection
-
-
-def _default_section(t):
-    return (lambda: {}) if t is _AnySection else t
-
 
 # --- URL / path checks ---------------------------------------------------------------------------
 
@@ -126,7 +88,7 @@ class StreamConfig(StrictModel):
 
     id: str = Field(description="stream id: label-safe, unique; used in metrics and events")
     url: str = Field(description="file path, file://, rtsp(s)://, rtmp(s)://, http(s)://, srt://, udp://, tcp://")
-    source: _SourceT = Field(default_factory=_default_section(_SourceT), description="PyAV source settings (over stream_defaults)")  # type: ignore[valid-type]
+    source: AvSourceSettings = Field(default_factory=AvSourceSettings, description="PyAV source settings (over stream_defaults)")
 
     @model_validator(mode="before")
     @classmethod
@@ -135,11 +97,8 @@ class StreamConfig(StrictModel):
         if not isinstance(data, dict):
             return data
         own = {"id", "url", "source"}
-        if AvSourceSettings is not None:
-            known = set(AvSourceSettings.model_fields)
-            flat = {k: v for k, v in data.items() if k not in own and k in known}
-        else:
-            flat = {k: v for k, v in data.items() if k not in own}
+        known = set(AvSourceSettings.model_fields)
+        flat = {k: v for k, v in data.items() if k not in own and k in known}
         if not flat:
             return data
         data = {k: v for k, v in data.items() if k not in flat}
@@ -159,48 +118,6 @@ class StreamConfig(StrictModel):
     @classmethod
     def _url(cls, v: str, info: ValidationInfo) -> str:
         return check_stream_url(v, _check_paths(info))
-
-
-class BundleConfig(StrictModel):
-    path: Path | None = Field(
-        None, validate_default=True, description="model bundle folder; default: the bundle shipped in detectors/bundles/default"
-    )
-    runtime: Literal["auto", "cpu", "cuda", "tensorrt", "torch", "torch-cuda"] = Field(
-        "auto", description="auto: TensorRT plan > ONNX Runtime CUDA > torch CUDA > ONNX Runtime CPU; cpu/cuda: ONNX Runtime; "
-        "torch/torch-cuda: onnx2torch on CPU/CUDA; an explicit choice that cannot be honoured fails at start"
-    )
-    torch_precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", description="torch runtime only: autocast precision, kept only within tolerance of fp32 (docs/gpu.md)"
-    )
-    cuda_graphs: bool = Field(False, description="torch runtime on CUDA only: replay CUDA graphs per batch bucket (unverified)")
-    threads: int | None = Field(
-        None, ge=1, le=256, description="intra-op threads per bundle model (ONNX Runtime; torch: process-wide) (pipeline.threads, when set, wins)"
-    )
-    verify: bool = Field(True, description="check every file's sha256 against the manifest at load")
-    plan_dir: Path | None = Field(
-        None, description="writable TensorRT engine cache; default <bundle>/plans (mount bundles read-only and set this)"
-    )
-
-    @field_validator("path")
-    @classmethod
-    def _bundle_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        if v is not None:
-            v = Path(v).expanduser()
-        if _check_paths(info):
-            from detectors.bundle import MANIFEST, default_bundle_path
-
-            p = v if v is not None else default_bundle_path()
-            if not p.is_dir():
-                hint = "" if v is not None else " (the default bundle is not installed; set bundle.path)"
-                raise ValueError(f"bundle folder not found: {p}{hint}")
-            if not (p / MANIFEST).is_file():
-                raise ValueError(f"{p} is not a model bundle (no {MANIFEST})")
-        return v
-
-    def resolved_path(self) -> Path:
-        from detectors.bundle import default_bundle_path
-
-        return self.path if self.path is not None else default_bundle_path()
 
 
 class StdoutSinkConfig(StrictModel):
@@ -291,16 +208,16 @@ class DaemonConfig(StrictModel):
     """Root of ``fakewatch.yaml``."""
 
     streams: list[StreamConfig] = Field(default_factory=list, description="video inputs read with PyAV")
-    stream_defaults: _SourceT = Field(  # type: ignore[valid-type]
-        default_factory=_default_section(_SourceT),
+    stream_defaults: AvSourceSettings = Field(
+        default_factory=AvSourceSettings,
         description="source settings applied to every stream unless the stream sets them",
     )
-    faces: _FacesT = Field(default_factory=_default_section(_FacesT), description="face detection, alignment, embedding")  # type: ignore[valid-type]
-    pipeline: _PipelineT = Field(default_factory=_default_section(_PipelineT), description="queues, batching, tracking, temporal model, fusion")  # type: ignore[valid-type]
+    faces: FacesConfig = Field(default_factory=FacesConfig, description="face detection, alignment, embedding")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="queues, batching, tracking, temporal model, fusion")
     bundle: BundleConfig = Field(default_factory=dict, validate_default=True, description="model bundle and runtime")  # type: ignore[arg-type]
     sinks: SinksConfig = Field(default_factory=SinksConfig, description="where verdict events go")
     http: HttpConfig = Field(default_factory=HttpConfig, description="metrics and health endpoints")
-    kafka: _KafkaT | None = Field(None, description="Kafka frames input / verdicts output; null = no Kafka")  # type: ignore[valid-type]
+    kafka: KafkaConfig | None = Field(None, description="Kafka frames input / verdicts output; null = no Kafka")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="structured logs on stderr")
     shutdown_timeout_s: float = Field(
         10.0, gt=0, allow_inf_nan=False, description="graceful drain bound on SIGTERM/SIGINT (seconds)"
@@ -327,8 +244,8 @@ class DaemonConfig(StrictModel):
         streams = data.get("streams")
         if not isinstance(defaults, dict) or not defaults or not isinstance(streams, list):
             return data
-        if AvSourceSettings is not None:  # unknown keys are reported once, under stream_defaults
-            defaults = {k: v for k, v in defaults.items() if k in AvSourceSettings.model_fields}
+        # unknown keys are reported once, under stream_defaults
+        defaults = {k: v for k, v in defaults.items() if k in AvSourceSettings.model_fields}
         merged = []
         for s in streams:
             if isinstance(s, dict):
@@ -505,7 +422,7 @@ def valid_keys(parts: tuple[Any, ...]) -> list[str]:
     if not (isinstance(t, type) and issubclass(t, BaseModel)):
         return []
     keys = list(t.model_fields)
-    if t is StreamConfig and AvSourceSettings is not None:  # source settings may sit beside id/url
+    if t is StreamConfig:  # source settings may sit beside id/url
         keys += list(AvSourceSettings.model_fields)
     return keys
 

@@ -10,32 +10,25 @@ The stages themselves are wired by :class:`daemon.app.Daemon` (see docs/pipeline
            -> temporal (GMM, worker thread) -> fusion -> sinks -> frame.done()
 
 This module holds :class:`PipelineConfig`, the bounded :class:`FrameQueue` with its drop policy,
-and :class:`StreamContext` (the per-stream state: tracker, temporal, fusion, in-flight count).
+and :class:`StreamContext` (the per-stream state: tracker, temporal, fusion, evidence, in-flight
+count). The bundle models' runtime and threads are the ``bundle`` section's
+(:class:`daemon.models.BundleConfig`), the face models' the ``faces`` section's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import re
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from daemon.config_base import StrictModel
+from daemon.evidence import EvidenceConfig, StreamEvidence
 from daemon.fusion import FusionConfig, StreamFusion
 from daemon.temporal import StreamTemporal, TemporalConfig
 from daemon.tracking import Tracker, TrackerConfig
 from daemon.types import Frame
-
-
-class EvidenceConfig(StrictModel):
-    """Optional evidence crops: the best-quality aligned crop of each track as a JPEG."""
-
-    enabled: bool = False
-    dir: Path | None = Field(None, description="folder for <stream>/track-<id>.jpg (needed when enabled)")
-    jpeg_quality: int = Field(90, ge=10, le=100)
 
 
 class PipelineConfig(StrictModel):
@@ -49,7 +42,6 @@ class PipelineConfig(StrictModel):
     embed_batch: int = Field(16, ge=1, description="most crops per embedding-model call")
     embed_wait_ms: float = Field(5.0, ge=0)
     batch_queue: int = Field(64, ge=1, description="crops waiting per model batcher")
-    threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads per bundle model")
     tracking_embedding: Literal["auto", "bundle", "none"] = Field(
         "auto",
         description="identity embedding for the tracker: auto = ArcFace from the face backend when present, "
@@ -59,6 +51,20 @@ class PipelineConfig(StrictModel):
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _threads_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "threads" in data:
+            raise ValueError("threads was removed: the bundle models' threads are bundle.threads "
+                             "(the face models': faces.threads)")
+        return data
+
+    @model_validator(mode="after")
+    def _evidence_needs_a_folder(self) -> PipelineConfig:
+        if self.evidence.enabled and self.evidence.dir is None:
+            raise ValueError("evidence.enabled needs evidence.dir (a folder for crops)")
+        return self
 
 
 class FrameQueue:
@@ -144,14 +150,6 @@ class FrameQueue:
         return out
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(stream_id: str) -> str:
-    """A stream id as a file-name component (for evidence folders)."""
-    return _SAFE.sub("_", stream_id).strip("._") or "stream"
-
-
 class StreamContext:
     """Everything the daemon holds for one stream (created lazily at its first frame)."""
 
@@ -162,6 +160,7 @@ class StreamContext:
         tracker: Tracker,
         temporal: StreamTemporal | None,
         fusion: StreamFusion,
+        evidence: StreamEvidence,
         queue_size: int,
     ):
         self.stream_id = stream_id
@@ -169,14 +168,12 @@ class StreamContext:
         self.tracker = tracker
         self.temporal = temporal
         self.fusion = fusion
+        self.evidence = evidence
         self.queue: asyncio.Queue = asyncio.Queue(queue_size)
         self.task: asyncio.Task | None = None
         self.inflight = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        # best crop per track: (quality, crop, box) and whether it changed since written
-        self.best: dict[int, tuple[float, object, list[float]]] = {}
-        self.best_dirty: set[int] = set()
 
     def frame_in(self) -> None:
         self.inflight += 1

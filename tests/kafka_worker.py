@@ -34,6 +34,7 @@ async def main(a: argparse.Namespace) -> None:
     if a.bundle:
         from daemon.app import Daemon
         from daemon.fusion import FusionConfig
+        from daemon.models import BundleConfig
         from daemon.pipeline import PipelineConfig
         from daemon.temporal import TemporalConfig
         from daemon.tracking import TrackerConfig
@@ -42,8 +43,9 @@ async def main(a: argparse.Namespace) -> None:
         from detectors.faces.pipeline import FacePipeline
 
         pcfg = PipelineConfig(tracker=TrackerConfig(min_hits=2), temporal=TemporalConfig(sample_fps=2.5),
-                              fusion=FusionConfig(update_interval_s=0.2, min_frames=2), threads=1)
-        d = Daemon(pcfg, FacePipeline(CenterFaceDetector(det_max_side=320)), load_bundle(a.bundle), [sink], m)
+                              fusion=FusionConfig(update_interval_s=0.2, min_frames=2))
+        d = Daemon(pcfg, FacePipeline(CenterFaceDetector(det_max_side=320)), load_bundle(a.bundle), [sink], m,
+                   models=BundleConfig.defaults(threads=1))
         await d.start()
         src = KafkaFrameSource(cfg, m)
         src.attach(d)

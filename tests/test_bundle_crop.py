@@ -56,8 +56,7 @@ def test_faces_config_crop_is_unset_by_default():
 
 
 def test_the_daemon_cuts_the_bundles_crop(tiny_bundle_dir, detector, tmp_path):
-    from daemon.app import Daemon
-    from daemon.metrics import Metrics
+    from daemon.models import BundleConfig, load_models
     from daemon.pipeline import PipelineConfig
 
     root = tmp_path / "b"
@@ -68,12 +67,9 @@ def test_the_daemon_cuts_the_bundles_crop(tiny_bundle_dir, detector, tmp_path):
     mpath.write_text(json.dumps(d))
     bundle = load_bundle(root)
     faces = FacePipeline(detector)
-    daemon = Daemon(PipelineConfig(threads=1), faces, bundle, [], Metrics())
-    daemon._load_models()
+    models = load_models(bundle, BundleConfig.defaults(threads=1), PipelineConfig(), faces)  # what Daemon.start runs
     try:
         assert (faces.crop_size, faces.crop_scale) == (160, 1.4)
         assert faces.process(samples.astronaut())[0].crop.shape == (160, 160, 3)
     finally:
-        for m in (daemon.frame_scorer, daemon.embedder):
-            if m is not None:
-                m.close()
+        models.close()

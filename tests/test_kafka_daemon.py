@@ -22,6 +22,7 @@ from daemon.kafka.config import KafkaConfig
 from daemon.kafka.state import decode_snapshot
 from daemon.kafka.tools import iter_video, produce_frames
 from daemon.metrics import Metrics
+from daemon.models import BundleConfig
 from daemon.pipeline import PipelineConfig
 from daemon.sinks.base import Sink
 from daemon.sinks.kafka import KafkaVerdictSink
@@ -71,7 +72,6 @@ def _pipeline_cfg() -> PipelineConfig:
         tracker=TrackerConfig(min_hits=2),
         temporal=TemporalConfig(sample_fps=2.5),
         fusion=FusionConfig(update_interval_s=0.2, min_frames=2),
-        threads=1,
     )
 
 
@@ -82,7 +82,8 @@ def _kafka_cfg(bootstrap: str, name: str, **kw) -> KafkaConfig:
 async def _start_daemon(bundle, faces, kcfg: KafkaConfig):
     metrics = Metrics()
     collect = CollectSink()
-    d = Daemon(_pipeline_cfg(), faces, bundle, [KafkaVerdictSink(kcfg, metrics), collect], metrics)
+    d = Daemon(_pipeline_cfg(), faces, bundle, [KafkaVerdictSink(kcfg, metrics), collect], metrics,
+               models=BundleConfig.defaults(threads=1))
     await d.start()
     src = KafkaFrameSource(kcfg, metrics)
     src.attach(d)

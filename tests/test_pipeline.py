@@ -15,6 +15,7 @@ from daemon.app import Daemon
 from daemon.events import VerdictEvent
 from daemon.fusion import FusionConfig
 from daemon.metrics import Metrics
+from daemon.models import BundleConfig
 from daemon.pipeline import EvidenceConfig, FrameQueue, PipelineConfig
 from daemon.sinks.base import Sink
 from daemon.sources.av import AvSource, AvSourceSettings
@@ -97,12 +98,14 @@ def clip(tmp_path_factory) -> Path:
                                options=deterministic_options("libx264"))  # same bytes (and detections) every run
 
 
+ONE_THREAD = BundleConfig.defaults(threads=1)  # the bundle models' intra-op threads
+
+
 def _cfg(**kw) -> PipelineConfig:
     return PipelineConfig(
         tracker=TrackerConfig(min_hits=2),
         temporal=TemporalConfig(sample_fps=2.5),
         fusion=FusionConfig(update_interval_s=0.8, min_frames=2),
-        threads=1,
         **kw,
     )
 
@@ -115,7 +118,8 @@ async def test_one_clip_end_to_end(bundle, faces, clip, tmp_path):
     metrics = Metrics()
     sink = CollectSink()
     evidence = tmp_path / "evidence"
-    d = Daemon(_cfg(evidence=EvidenceConfig(enabled=True, dir=evidence)), faces, bundle, [sink], metrics)
+    d = Daemon(_cfg(evidence=EvidenceConfig(enabled=True, dir=evidence)), faces, bundle, [sink], metrics,
+               models=ONE_THREAD)
     await d.start()
     assert d.ready() and sink.started
     src = DoneCounting(AvSource("cam-1", str(clip), metrics, AvSourceSettings(analysis_fps=5.0)))
@@ -179,7 +183,7 @@ async def test_replay_gives_identical_events(bundle, faces, clip):
     runs = []
     for _ in range(2):
         metrics, sink = Metrics(), CollectSink()
-        d = Daemon(_cfg(), faces, bundle, [sink], metrics)
+        d = Daemon(_cfg(), faces, bundle, [sink], metrics, models=ONE_THREAD)
         await d.start()
         d.add_source(AvSource("cam", str(clip), metrics, AvSourceSettings(analysis_fps=5.0)))
         await asyncio.wait_for(d.wait_sources(), 120)
@@ -192,7 +196,7 @@ async def test_two_streams_one_fails(bundle, faces, clip, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).bytes(4000))
     metrics, sink = Metrics(), CollectSink()
-    d = Daemon(_cfg(), faces, bundle, [sink], metrics)
+    d = Daemon(_cfg(), faces, bundle, [sink], metrics, models=ONE_THREAD)
     await d.start()
     good = DoneCounting(AvSource("good", str(clip), metrics, AvSourceSettings(analysis_fps=5.0)))
     bad = DoneCounting(AvSource("bad", str(broken), metrics, AvSourceSettings(analysis_fps=5.0)))
@@ -230,7 +234,7 @@ class CrashingSource(Source):
 
 async def test_crashing_source_is_contained_and_live_drops_counted(bundle, faces, clip):
     metrics, sink = Metrics(), CollectSink()
-    d = Daemon(_cfg(), faces, bundle, [sink], metrics)
+    d = Daemon(_cfg(), faces, bundle, [sink], metrics, models=ONE_THREAD)
     await d.start()
     imgs = list(samples.moving_frames(samples.astronaut(), 6, (320, 180)))
     crash = CrashingSource("crashy", metrics, imgs)
@@ -260,7 +264,7 @@ async def test_crashing_source_is_contained_and_live_drops_counted(bundle, faces
 
 async def test_snapshot_restore_forget(bundle, faces):
     metrics, sink = Metrics(), CollectSink()
-    d = Daemon(_cfg(), faces, bundle, [sink], metrics)
+    d = Daemon(_cfg(), faces, bundle, [sink], metrics, models=ONE_THREAD)
     await d.start()
     imgs = list(samples.moving_frames(samples.astronaut(), 8, (320, 180)))
     for i, img in enumerate(imgs):
@@ -312,7 +316,7 @@ async def test_frame_queue_policy():
 
 async def test_shutdown_without_drain_marks_every_frame_done(bundle, faces, clip):
     metrics, sink = Metrics(), CollectSink()
-    d = Daemon(_cfg(intake_queue=4), faces, bundle, [sink], metrics)
+    d = Daemon(_cfg(intake_queue=4), faces, bundle, [sink], metrics, models=ONE_THREAD)
     await d.start()
     src = DoneCounting(AvSource("cam", str(clip), metrics, AvSourceSettings(analysis_fps=25.0)))
     d.add_source(src)

@@ -21,7 +21,7 @@ from detectors.faces.pipeline import FacePipeline
 from detectors.faces.roi import RegionPlan, RegionPlanner, crop_region, inner_half, square_regions
 from detectors.faces.types import Face
 from tests.media_corpus import deterministic_options
-from tests.test_pipeline import CollectSink, _cfg
+from tests.test_pipeline import ONE_THREAD, CollectSink, _cfg
 from tests.tiny_bundle import build_tiny_bundle
 
 
@@ -227,7 +227,7 @@ async def _run(clip, regions, tmp_path):
     faces = FacePipeline(CenterFaceDetector(det_max_side=320, threads=1))
     bundle = load_bundle(build_tiny_bundle(tmp_path / "bundle"))
     planner = region_planner(FacesConfig(regions=RegionsConfig(full_every=4)), faces) if regions else None
-    d = Daemon(_cfg(), faces, bundle, [sink], metrics, regions=planner)
+    d = Daemon(_cfg(), faces, bundle, [sink], metrics, models=ONE_THREAD, regions=planner)
     await d.start()
     d.add_source(AvSource("cam", str(clip), metrics, AvSourceSettings(analysis_fps=10.0)))
     await asyncio.wait_for(d.wait_sources(), 120)
