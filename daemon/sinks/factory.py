@@ -28,21 +28,13 @@ def build_sinks(sinks_cfg: Any, metrics: Metrics | None = None, kafka_cfg: Any =
                 backoff_max_s=w.backoff_max_s, headers=dict(w.headers), batch_size=w.batch_size,
             )
         )
-    if getattr(sinks_cfg, "kafka", False):
+    if sinks_cfg.kafka:
         if kafka_cfg is None:
             raise ValueError("sinks.kafka is true but there is no kafka section")
-        out.append(_kafka_sink(kafka_cfg, metrics))
+        from daemon.sinks.kafka import build_kafka_sink
+
+        out.append(build_kafka_sink(kafka_cfg, metrics))
     return out
-
-
-def _kafka_sink(kafka_cfg: Any, metrics: Metrics | None) -> Sink:
-    try:
-        from daemon.sinks import kafka as kmod
-    except ImportError as e:  # pragma: no cover - the Kafka sink ships with the package
-        raise ValueError(f"sinks.kafka: the Kafka sink is not available ({e})") from e
-    if hasattr(kmod, "build_kafka_sink"):
-        return kmod.build_kafka_sink(kafka_cfg, metrics)
-    return kmod.KafkaSink(kafka_cfg, metrics)  # type: ignore[attr-defined]
 
 
 async def start_sinks(sinks: list[Sink]) -> None:
