@@ -56,7 +56,7 @@ def _daemon_q(reg, before, q: float) -> float | None:
 
 
 def _config(args, tmp: Path):
-    from daemon.cli import scan_config
+    from daemon.runner import scan_config
 
     from detectors.bundle import MANIFEST, default_bundle_path
 
@@ -71,7 +71,7 @@ def _config(args, tmp: Path):
 
 
 async def run_file(cfg, clip: Path, args) -> dict:
-    from daemon.cli import build_daemon
+    from daemon.runner import build_daemon
     from daemon.metrics import Metrics
     from daemon.sources.av import AvSourceSettings
 
@@ -110,7 +110,7 @@ async def run_file(cfg, clip: Path, args) -> dict:
 async def run_kafka(cfg, clip: Path, args) -> dict:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from daemon.cli import build_daemon
+    from daemon.runner import build_daemon
     from daemon.kafka import contract
     from daemon.kafka.config import KafkaConfig
     from daemon.kafka.tools import iter_video

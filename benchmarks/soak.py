@@ -1,6 +1,6 @@
 """Soak test: the real daemon on several looping, live-paced streams for a long time.
 
-Runs the daemon in this process (``daemon.cli.build_daemon`` + the real ``MetricsServer`` on
+Runs the daemon in this process (``daemon.runner.build_daemon`` + the real ``MetricsServer`` on
 127.0.0.1, any free port) on ``--streams`` generated clips with faces, each looped forever and
 released at its presentation time (``daemon.bench.paced_source_class``: a live stream made from a
 file), sampled to ``--fps`` analysed frames per second per stream, with a JSON-lines sink.
@@ -136,7 +136,7 @@ async def soak(args: argparse.Namespace, bundle: Path, clips: list[Path], workdi
     import aiohttp
 
     from daemon.bench import paced_source_class
-    from daemon.cli import build_daemon
+    from daemon.runner import build_daemon
     from daemon.config import validate_config
     from daemon.metrics import Metrics
     from daemon.server import MetricsServer

@@ -288,7 +288,7 @@ def paced_source_class():
 
 
 async def run_pipeline(cfg, clip: Path, n: int, fps: float | None, seconds: float, live: bool) -> PhaseResult:
-    from daemon.cli import build_daemon
+    from daemon.runner import build_daemon
     from daemon.metrics import STAGES, Metrics
     from daemon.sources.av import AvSource, AvSourceSettings
 
@@ -346,9 +346,9 @@ def print_report(results: list[PhaseResult], n: int, fps: float, console=None) -
     from rich.table import Table
 
     if console is None:
-        from daemon.cli import _console
+        from daemon.report import make_console
 
-        console = _console()
+        console = make_console()
     t = Table(title="fakewatch bench")
     t.add_column("")
     for r in results:
@@ -474,7 +474,7 @@ async def run_ramp(cfg, clip: Path, fps: float, schedule: list[int], step_s: flo
     """One daemon; add live-paced streams step by step (``schedule``: total streams per step) and
     measure each step for ``step_s`` after ``settle_s``; stop at the first step that does not keep up.
     Returns the steps and the daemon's ``fakewatch_bundle`` info labels (bundle, runtimes, face backend)."""
-    from daemon.cli import build_daemon
+    from daemon.runner import build_daemon
     from daemon.metrics import STAGES, Metrics
     from daemon.sources.av import AvSourceSettings
 
@@ -604,13 +604,13 @@ def ramp_main(args: argparse.Namespace, cfg, clip: Path, manifest, detector=None
     """``fakewatch bench --ramp``: ramp, print/write the table, JSON and plot; optional naive baseline."""
     from rich.table import Table
 
-    from daemon.cli import _console, _err
+    from daemon.report import err, make_console
 
     start = args.ramp_start or args.streams
     try:
         schedule = ramp_schedule(start, args.ramp_step or start, args.ramp_max)
     except ValueError as e:
-        _err(str(e))
+        err(str(e))
         return 2
     settle = WARMUP_S if args.settle_seconds is None else args.settle_seconds
     max_p99 = args.max_p99_ms / 1000.0
@@ -633,7 +633,7 @@ def ramp_main(args: argparse.Namespace, cfg, clip: Path, manifest, detector=None
     try:
         steps, info = asyncio.run(run_ramp(cfg, clip, args.fps, schedule, args.seconds, settle, max_p99, progress))
     except RuntimeError_ as e:  # e.g. --runtime torch-cuda without a GPU: one line, not a traceback
-        _err(str(e))
+        err(str(e))
         return 1
     header, rows = ramp_rows(steps)
     t = Table(title="fakewatch bench --ramp")
@@ -641,7 +641,7 @@ def ramp_main(args: argparse.Namespace, cfg, clip: Path, manifest, detector=None
         t.add_column(h, justify="right")
     for r in rows:
         t.add_row(*r)
-    console = _console()
+    console = make_console()
     console.print(t)
     best = max_sustained(steps)
     runtime = (f"runtime {cfg.bundle.runtime}: frame {info.get('frame_runtime', '-')}, "
@@ -688,19 +688,20 @@ def baseline_device(choice: str = "auto") -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from daemon.cli import _err, build_face_pipeline, scan_config
+    from daemon.report import err
+    from daemon.runner import build_face_pipeline, scan_config
     from daemon.config import ConfigError
     from daemon.logging import setup_logging
     from detectors.bundle import BundleError, load_bundle
 
     setup_logging("error", "text")  # looping live streams "reconnect" at every end of the clip: not news here
     if args.streams < 1 or args.fps <= 0 or args.seconds <= 0:
-        _err("--streams, --fps and --seconds must be positive")
+        err("--streams, --fps and --seconds must be positive")
         return 2
     scene = getattr(args, "scene", "single")
     clip = Path(args.clip) if args.clip else default_clip(fps=getattr(args, "clip_fps", 25.0), scene=scene)
     if not clip.is_file():
-        _err(f"{clip}: clip not found")
+        err(f"{clip}: clip not found")
         return 2
     try:
         sets = ["sinks.stdout=null", *([f"bundle.runtime={args.runtime}"] if getattr(args, "runtime", None) else []),
@@ -708,7 +709,7 @@ def main(args: argparse.Namespace) -> int:
         cfg, _, _ = scan_config([], args.bundle, sets=sets)
         bundle = load_bundle(cfg.bundle.resolved_path(), verify=False)
     except (ConfigError, BundleError) as e:
-        _err(str(e))
+        err(str(e))
         return 2
     device = baseline_device(getattr(args, "baseline_device", "auto"))
     if getattr(args, "ramp", False):

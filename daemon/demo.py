@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -170,3 +171,18 @@ def build_demo_clips(
     samples.write_video(fake, swapped_frames(frames, detect, donor, donor_kps, stats), fps=fps)
     (d / "done").write_text(json.dumps(stats) + "\n")
     return real, fake
+
+
+def clips(console: Any, n_frames: int = 100) -> tuple[Path, Path]:
+    """The demo's clips from the cache, or built (and cached) now with the default face detector;
+    says on ``console`` (a rich console) which of the two it did."""
+    cached = cached_clips(n_frames=n_frames)
+    if cached is not None:
+        console.print(f"[bold]fakewatch demo[/]: using the sample clip and its face-swapped twin cached in "
+                      f"{cached[0].parent}")
+        return cached
+    console.print("[bold]fakewatch demo[/]: building the sample clip and its face-swapped twin (first run only: "
+                  f"they are cached in {cache_dir()} for the next runs) ...")
+    from daemon.runner import build_face_pipeline
+
+    return build_demo_clips(build_face_pipeline().detector.detect, n_frames=n_frames)

@@ -13,8 +13,10 @@ import jsonschema
 import numpy as np
 import yaml
 
-from daemon.cli import build_parser, identity_rows, main, stream_id_for
+from daemon.cli import build_parser, main
 from daemon.events import VerdictEvent
+from daemon.report import identity_rows
+from daemon.runner import stream_id_for
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "docs/schemas/verdict-event.v1.json").read_text())
@@ -246,16 +248,15 @@ def test_demo_clips_message_says_built_or_cached(tmp_path, monkeypatch):
     from rich.console import Console
 
     from daemon import demo
-    from daemon.cli import _demo_clips
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert demo.cached_clips(n_frames=4) is None
     buf = io.StringIO()
-    first = _demo_clips(Console(file=buf, width=200), 4)
+    first = demo.clips(Console(file=buf, width=200), 4)
     assert "building the sample clip" in buf.getvalue() and "using" not in buf.getvalue()
     assert demo.cached_clips(n_frames=4) == first
     buf = io.StringIO()
-    assert _demo_clips(Console(file=buf, width=200), 4) == first
+    assert demo.clips(Console(file=buf, width=200), 4) == first
     assert "using the sample clip and its face-swapped twin cached in" in buf.getvalue()
     assert "building" not in buf.getvalue()
 

@@ -181,7 +181,7 @@ async def test_two_daemons_split_streams_and_hand_over_state(broker, bundle, fac
 
 async def test_config_and_cli_runner_wire_kafka_source_and_sink(broker, tiny_bundle_dir, clip):
     """``kafka:`` section + ``sinks.kafka: true`` through the CLI runner (config -> source + sink)."""
-    from daemon.cli import run_daemon
+    from daemon.runner import run_daemon
     from daemon.config import validate_config
 
     name = "cfg"

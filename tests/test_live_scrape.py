@@ -1,6 +1,6 @@
 """Every ``fakewatch_*`` name in the alert rules and the Grafana dashboard is in a live scrape.
 
-The real daemon (``daemon.cli.run_daemon``: tiny bundle, CenterFace, real HTTP server on
+The real daemon (``daemon.runner.run_daemon``: tiny bundle, CenterFace, real HTTP server on
 127.0.0.1) runs a looping file with a face, a live RTSP URL on a closed loopback port (so the
 reconnect/state/error series exist) and two sinks (a JSON-lines file that works, a webhook to a
 closed port that fails). The fusion thresholds are set very low so that the untrained tiny
@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.cli import run_daemon
+from daemon.runner import run_daemon
 from daemon.config import validate_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from daemon.app import Daemon
-from daemon.cli import region_planner
+from daemon.runner import region_planner
 from daemon.metrics import Metrics
 from daemon.sources.av import AvSource, AvSourceSettings
 from detectors import samples

@@ -109,7 +109,7 @@ class DaemonProcess:
 def clips(tmp_path_factory) -> tuple[Path, Path]:
     """The demo's real clip and its face-swapped twin (daemon/demo.py), small: 2 s of 480x270."""
     from daemon import demo
-    from daemon.cli import build_face_pipeline
+    from daemon.runner import build_face_pipeline
 
     faces = build_face_pipeline(None)
     return demo.build_demo_clips(getattr(faces, "detector", faces).detect, tmp_path_factory.mktemp("clips"),

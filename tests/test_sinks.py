@@ -114,7 +114,7 @@ def test_pretty_rows_use_stream_time_and_the_table_column_names():
     stream time of the event (pts), not the wall clock it was emitted at."""
     from rich.console import Console
 
-    from daemon.cli import print_identity_table
+    from daemon.report import print_identity_table
     from daemon.sinks.stdout import pretty_row
 
     e = VerdictEvent("cam1", 7, "update", 0, 90, 1.0, 12.345, 9, 0.72, "fake", "threshold",

@@ -9,7 +9,7 @@ from daemon.events import VerdictEvent
 from daemon.metrics import Metrics
 from daemon.sinks.base import Sink
 
-# Same column names and order as the per-identity table of ``scan``/``demo`` (daemon/cli.py), and,
+# Same column names and order as the per-identity table of ``scan``/``demo`` (daemon/report.py), and,
 # like it, stream time: ``last s`` is the presentation time of the newest frame the event covers.
 PRETTY_COLUMNS = (("last s", ">8"), ("stream", "<16"), ("track", ">5"), ("event", "<6"), ("frames", ">6"),
                   ("frame", ">6"), ("temporal", ">8"), ("fused", ">6"), ("verdict", "<9"), ("alert", ""))
