@@ -23,13 +23,15 @@ import numpy as np
 
 from daemon.batcher import MicroBatcher
 from daemon.events import VerdictEvent
-from daemon.fusion import Observation
+from daemon.evidence import StreamEvidence
+from daemon.fusion import Observation, StreamFusion
 from daemon.metrics import Metrics
 from daemon.models import Models, l2_normalise
 from daemon.pipeline import PipelineConfig, StreamContext
-from daemon.temporal import TemporalResult
-from daemon.tracking import TrackUpdate
+from daemon.temporal import StreamTemporal, TemporalResult
+from daemon.tracking import Tracker, TrackUpdate
 from daemon.types import Frame
+from detectors.bundle import Bundle
 from detectors.faces.pipeline import FaceObservation
 
 log = logging.getLogger("fakewatch.pipeline")
@@ -40,8 +42,10 @@ Observer = Callable[[str, int, Any], None]
 class StreamAnalyser:
     """The analysis stages after face detection. Create inside the running loop; ``close()`` at the end."""
 
-    def __init__(self, cfg: PipelineConfig, models: Models, metrics: Metrics, observers: list[Observer]):
+    def __init__(self, cfg: PipelineConfig, bundle: Bundle, models: Models, metrics: Metrics,
+                 observers: list[Observer]):
         self.cfg = cfg
+        self.bundle = bundle
         self.models = models
         self.metrics = metrics
         # called with (stream id, track id, fusion state) after each fused observation of a started
@@ -62,6 +66,20 @@ class StreamAnalyser:
         for b in (self.frame_batcher, self.embed_batcher):
             if b is not None:
                 await b.close(drain=False)
+
+    def new_stream(self, stream_id: str) -> StreamContext:
+        """The state of a new stream: tracker, temporal (when the bundle has it), fusion, evidence."""
+        man = self.bundle.manifest
+        return StreamContext(
+            stream_id,
+            self.metrics.stream_label(stream_id),
+            Tracker(self.cfg.tracker),
+            StreamTemporal(self.models.temporal, stream_id) if self.models.temporal is not None else None,
+            StreamFusion(stream_id, self.cfg.fusion.resolve(man.fusion), man.frame.threshold if man.frame else 0.5,
+                         self.models.versions),
+            StreamEvidence(stream_id, self.cfg.evidence),
+            self.cfg.stream_queue,
+        )
 
     def _stage(self, name: str):
         return self.metrics.stage_latency.labels(name).time()

@@ -1,13 +1,11 @@
 """The daemon: sources -> faces -> tracking -> frame model + DiffFake -> fusion -> sinks.
 
-One asyncio loop moves small objects between bounded queues; every blocking step runs in a
-thread: face detection (:class:`~daemon.face_stage.FaceStage`, one thread), each bundle model (one
-thread per model, behind a :class:`~daemon.batcher.MicroBatcher` that mixes crops of all streams),
-GMM scoring and evidence JPEGs (the default executor). This module holds the lifecycle, the
-sources, the intake, the hand-over between the stages and the per-stream state operations; the
-models are loaded by :mod:`daemon.models`, a stream's frames analysed by
-:class:`~daemon.analysis.StreamAnalyser`. See docs/pipeline.md for the stage diagram, the
-backpressure policy and the score formulas.
+One asyncio loop moves small objects between bounded queues; every blocking step runs in a thread
+(face detection: :class:`~daemon.face_stage.FaceStage`; each bundle model behind a cross-stream
+:class:`~daemon.batcher.MicroBatcher`; GMM scoring and evidence JPEGs). This module holds the
+lifecycle, the sources, the intake, the hand-over between the stages and the per-stream state
+operations; models come from :mod:`daemon.models`, the analysis of a stream's frames from
+:class:`~daemon.analysis.StreamAnalyser`. Stage diagram, backpressure, scores: docs/pipeline.md.
 
 Contracts kept here:
 
@@ -28,16 +26,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from daemon.analysis import StreamAnalyser
-from daemon.evidence import StreamEvidence
 from daemon.events import VerdictEvent
 from daemon.face_stage import FaceStage
-from daemon.fusion import StreamFusion
 from daemon.metrics import Metrics
 from daemon.models import BundleConfig, Models, load_models
 from daemon.pipeline import FrameQueue, PipelineConfig, StreamContext
 from daemon.sinks.base import Sink
-from daemon.temporal import StreamTemporal
-from daemon.tracking import Tracker
 from daemon.types import Frame, StreamState, end_marker
 from detectors.bundle import Bundle
 from detectors.faces.pipeline import FacePipeline
@@ -93,7 +87,7 @@ class Daemon:
         self.models = await asyncio.to_thread(load_models, self.bundle, self.bundle_cfg, self.cfg, self.faces)
         self.metrics.bundle_info.info(self.models.info)
         log.info("models loaded: %s", self.models.info)
-        self._analyser = StreamAnalyser(self.cfg, self.models, self.metrics, self.observers)
+        self._analyser = StreamAnalyser(self.cfg, self.bundle, self.models, self.metrics, self.observers)
         for s in self.sinks:
             await s.start()
         self.metrics.watch_queue("intake", self.cfg.intake_queue)
@@ -139,11 +133,7 @@ class Daemon:
         except Exception as e:  # includes timeouts; the task is cancelled below
             log.warning("source %s did not stop cleanly: %s", stream_id, e)
         if not task.done():
-            _, pending = await asyncio.wait([task], timeout=timeout_s)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+            await _finish([task], timeout_s)
         self._sources = [(s, t) for s, t in self._sources if s is not source]
         return True
 
@@ -204,11 +194,7 @@ class Daemon:
                 log.warning("source %s did not stop cleanly: %s", getattr(source, "stream_id", "?"), e)
         tasks = [t for _, t in self._sources if not t.done()]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(0.1, deadline - time.monotonic()))
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+            await _finish(tasks, max(0.1, deadline - time.monotonic()))
         self._accepting = False
         if drain and self._started:
             try:
@@ -237,17 +223,8 @@ class Daemon:
     def _ctx(self, stream_id: str) -> StreamContext:
         ctx = self._streams.get(stream_id)
         if ctx is None:
-            frame_thr = self.bundle.manifest.frame.threshold if self.bundle.manifest.frame else 0.5
-            ctx = StreamContext(
-                stream_id,
-                self.metrics.stream_label(stream_id),
-                Tracker(self.cfg.tracker),
-                StreamTemporal(self.models.temporal, stream_id) if self.models.temporal is not None else None,
-                StreamFusion(stream_id, self.cfg.fusion.resolve(self.bundle.manifest.fusion), frame_thr,
-                             self.models.versions),
-                StreamEvidence(stream_id, self.cfg.evidence),
-                self.cfg.stream_queue,
-            )
+            assert self._analyser is not None
+            ctx = self._analyser.new_stream(stream_id)
             ctx.task = asyncio.get_running_loop().create_task(self._stream_loop(ctx), name=f"stream-{stream_id}")
             self._streams[stream_id] = ctx
         return ctx
@@ -284,16 +261,16 @@ class Daemon:
             return
         if ctx.task is not None:
             ctx.task.cancel()
-        while not ctx.queue.empty():
-            frame, _ = ctx.queue.get_nowait()
-            self._analyse_depth -= 1
-            self._drop(frame, "revoked")
+        self._drop_queued(ctx, "revoked")
         self.metrics.tracks_active.labels(ctx.label).set(0)
 
     async def _stop_worker(self, ctx: StreamContext, reason: str) -> None:
         if ctx.task is not None:
             ctx.task.cancel()
             await asyncio.gather(ctx.task, return_exceptions=True)
+        self._drop_queued(ctx, reason)
+
+    def _drop_queued(self, ctx: StreamContext, reason: str) -> None:
         while not ctx.queue.empty():
             frame, _ = ctx.queue.get_nowait()
             self._analyse_depth -= 1
@@ -406,6 +383,15 @@ class Daemon:
                 m.fake_score.labels(ctx.label).observe(ev.score)
             for kind in ev.evidence.get("alerts", []):
                 m.alerts.labels(ctx.label, kind).inc()
+
+
+async def _finish(tasks: list[asyncio.Task], timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for ``tasks``; cancel the ones still running."""
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=1.0)
 
 
 __all__ = ["Daemon", "PipelineConfig"]
