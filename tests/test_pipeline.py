@@ -149,6 +149,10 @@ async def test_one_clip_end_to_end(bundle, faces, clip, tmp_path):
     assert set(end.models) == {"frame", "temporal"} and "onnxruntime-cpu" in end.models["frame"]
     crop = Path(end.evidence["crop"])
     assert crop.is_file() and crop.parent.parent == evidence
+    # the evidence was complete when the content-hashed id was made: rehashing what was sent gives the same id
+    for e in evs:
+        assert {"best_box", "best_quality", "crop"} <= set(e.evidence), e.evidence
+        assert VerdictEvent(**{**e.to_dict(), "id": ""}).id == e.id, e.event
     # every event matches the published schema
     import jsonschema
 
