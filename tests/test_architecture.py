@@ -2,6 +2,7 @@
 import cycles between the modules of daemon/, detectors/ and trainer/."""
 
 import ast
+import re
 from collections import deque
 from pathlib import Path
 
@@ -194,3 +195,66 @@ def test_no_import_cycles():
 def test_known_runtime_cycle_is_gone():
     graph = import_graph()
     assert KNOWN_CYCLE not in strongly_connected(graph), a_cycle(graph, KNOWN_CYCLE)
+
+
+# --- docs/architecture.md -----------------------------------------------------------------------
+
+ARCHITECTURE_MD = ROOT / "docs" / "architecture.md"
+DOCUMENTED = (*PACKAGES, "benchmarks")
+
+
+def documented_modules(text: str) -> set[str]:
+    """``package/entry`` for every backticked entry of the module column of the packages table."""
+    out, package = set(), None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) < 3 or cells[0] == "package" or cells[0].startswith("---"):  # not a row, header, rule
+            continue
+        package = cells[0] or package
+        if package in DOCUMENTED:
+            out |= {f"{package}/{name}" for name in re.findall(r"`([^`]+)`", cells[1])}
+    return out
+
+
+def undocumented(text: str, root: Path = ROOT) -> list[str]:
+    listed = documented_modules(text)
+    files = [f for p in PACKAGES for f in (root / p).rglob("*.py")]
+    files += [f for f in (root / "benchmarks").glob("*") if f.suffix in (".py", ".sh")]
+    missing = []
+    for f in sorted(files):
+        rel = f.relative_to(root).as_posix()
+        if f.name == "__init__.py":
+            folder = f.parent.relative_to(root).as_posix()
+            if folder not in PACKAGES and f"{folder}/" not in listed:
+                missing.append(f"{folder}/")
+        elif rel not in listed:
+            missing.append(rel)
+    return missing
+
+
+def test_architecture_doc_lists_every_module():
+    missing = undocumented(ARCHITECTURE_MD.read_text())
+    assert not missing, "docs/architecture.md does not list: " + ", ".join(missing)
+
+
+def test_architecture_doc_check_sees_a_missing_module(tmp_path):
+    for rel in ("daemon/__init__.py", "daemon/app.py", "daemon/new.py", "daemon/kafka/__init__.py",
+                "daemon/kafka/state.py", "benchmarks/soak.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    for p in ("detectors", "trainer"):
+        (tmp_path / p).mkdir()
+    doc = ("| package | module | what |\n| --- | --- | --- |\n| daemon | `app.py`, `kafka/state.py` | x |\n"
+           "| benchmarks | `soak.py` | y |\n")
+    assert undocumented(doc, tmp_path) == ["daemon/kafka/", "daemon/new.py"]
+
+
+def test_architecture_doc_links_stay_inside_the_repository():
+    text = ARCHITECTURE_MD.read_text()
+    bad = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        path = (ARCHITECTURE_MD.parent / target.split("#")[0]).resolve()
+        if "://" in target or not path.is_relative_to(ROOT) or not path.exists():
+            bad.append(target)
+    bad += [m for m in re.findall(r"`(\.\./[^`]*)`", text)]  # paths named outside the checkout
+    assert not bad, bad
