@@ -716,7 +716,7 @@ def main(args: argparse.Namespace) -> int:
         detector = None
         if not args.no_baseline:
             faces = build_face_pipeline(cfg.faces)
-            detector = getattr(faces, "detector", faces)
+            detector = faces.detector
         return ramp_main(args, cfg, clip, bundle.manifest, detector, device)
     what = "" if args.clip else f" ({scene}: {SCENES[scene]})"
     print(f"fakewatch bench: clip {clip}{what}, {args.streams} stream(s), {args.fps:g} fps, {args.seconds:g} s per run "
@@ -724,7 +724,7 @@ def main(args: argparse.Namespace) -> int:
     results: list[PhaseResult] = []
     if not args.no_baseline:
         faces = build_face_pipeline(cfg.faces)
-        detector = getattr(faces, "detector", faces)
+        detector = faces.detector
         results.append(run_baseline(clip, args.seconds, detector, bundle.manifest, device))
         print(f"  baseline: {results[-1].fps:.1f} frames/s", flush=True)
     results.append(asyncio.run(run_pipeline(cfg, clip, args.streams, None, args.seconds, live=False)))

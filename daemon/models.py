@@ -13,15 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from daemon.config_base import StrictModel
 from daemon.temporal import TemporalModel
 from detectors.bundle import Bundle
-from detectors.faces.pipeline import use_bundle_crop
+from detectors.faces.pipeline import FacePipeline, use_bundle_crop
 from detectors.inference import Embedder, FrameScorer, l2_normalise
+
+if TYPE_CHECKING:
+    from daemon.pipeline import PipelineConfig
 
 TrackEmbed = Literal["face", "bundle", "none"]
 
@@ -119,7 +122,7 @@ class Models:
                 m.close()
 
 
-def load_models(bundle: Bundle, bundle_cfg: BundleConfig, pipeline_cfg: Any, faces: Any) -> Models:
+def load_models(bundle: Bundle, bundle_cfg: BundleConfig, pipeline_cfg: PipelineConfig, faces: FacePipeline) -> Models:
     """Load what the bundle has and the pipeline needs (slow: builds the runtimes)."""
     man = bundle.manifest
     rt, threads, plans, opts = bundle_cfg.runtime, bundle_cfg.threads, bundle_cfg.plan_dir, bundle_cfg.runtime_options()
@@ -128,7 +131,7 @@ def load_models(bundle: Bundle, bundle_cfg: BundleConfig, pipeline_cfg: Any, fac
         out.frame = FrameScorer(bundle, rt, threads, plans, opts)
         out.versions["frame"] = f"{out.frame.version} ({out.frame.runtime.name})"
         out.info.update(frame_model=out.frame.version, frame_runtime=out.frame.runtime.name)
-    has_face_embedder = getattr(faces, "embedder", None) is not None
+    has_face_embedder = faces.embedder is not None
     mode = pipeline_cfg.tracking_embedding
     temporal_on = man.temporal is not None and pipeline_cfg.temporal.enabled
     if man.temporal is not None and wants_bundle_embedder(mode, has_face_embedder, temporal_on):
@@ -140,7 +143,7 @@ def load_models(bundle: Bundle, bundle_cfg: BundleConfig, pipeline_cfg: Any, fac
         out.versions["temporal"] = f"{out.embedder.version} ({out.embedder.runtime.name})"
     out.track_embed = tracking_embedding(mode, has_face_embedder, out.embedder is not None)
     out.info["tracking_embedding"] = out.track_embed
-    out.info["faces"] = str(getattr(faces, "name", type(faces).__name__))
+    out.info["faces"] = faces.name
     use_bundle_crop(faces, man.crop)  # crops as the bundle was trained on (faces.crop_* override)
     return out
 
