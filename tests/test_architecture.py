@@ -157,12 +157,6 @@ def a_cycle(graph: dict[str, set[str]], group: list[str]) -> str:
     raise AssertionError(f"{group} is not a cycle")
 
 
-# Removed on the trainer's branch (issue 13): base.select_runtime imports the runtimes, which
-# import base. Until that is merged it is the one cycle allowed, and only outside daemon/.
-KNOWN_CYCLE = ["detectors.runtime.base", "detectors.runtime.ort", "detectors.runtime.tensorrt",
-               "detectors.runtime.torchrt"]
-
-
 def test_cycle_finder_names_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e2"}, "e2": set()}
     assert strongly_connected(graph) == [["a", "b", "c"]]
@@ -186,15 +180,8 @@ def test_import_graph_sees_deferred_and_relative_imports(tmp_path):
 
 def test_no_import_cycles():
     graph = import_graph()
-    cycles = [a_cycle(graph, g) for g in strongly_connected(graph) if g != KNOWN_CYCLE]
+    cycles = [a_cycle(graph, g) for g in strongly_connected(graph)]
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
-
-
-@pytest.mark.xfail(reason="detectors/runtime/base.py <-> the runtimes (select_runtime): removed on the trainer's "
-                   "branch for issue 13; drop this marker and KNOWN_CYCLE once it is merged", strict=False)
-def test_known_runtime_cycle_is_gone():
-    graph = import_graph()
-    assert KNOWN_CYCLE not in strongly_connected(graph), a_cycle(graph, KNOWN_CYCLE)
 
 
 # --- docs/architecture.md -----------------------------------------------------------------------
