@@ -156,7 +156,7 @@ def test_daemon_and_trainer_import_the_same_scorers():
 
     root = Path(__file__).resolve().parents[1]
     assert not (root / "daemon" / "scoring.py").exists()
-    src = (root / "daemon" / "app.py").read_text()
+    src = (root / "daemon" / "models.py").read_text()  # where the daemon loads its bundle models
     mods = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
     assert "detectors.inference" in mods
     # no trainer module runs a bundle's ONNX models past the scorers (it would pick its own runtime)
