@@ -129,8 +129,7 @@ async def run_kafka(cfg, clip: Path, args) -> dict:
         metrics = Metrics()
         daemon, _ = build_daemon(cfg, metrics, [KafkaVerdictSink(kcfg, metrics)])
         await daemon.start()
-        src = KafkaFrameSource(kcfg, metrics)
-        src.attach(daemon)
+        src = KafkaFrameSource(kcfg, metrics, daemon=daemon)
         daemon.add_source(src)
         while not src.assignment:
             await asyncio.sleep(0.05)

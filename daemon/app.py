@@ -104,8 +104,6 @@ class Daemon:
         """Run ``source.run(emit)`` as its own task; its failure is contained and ends its stream."""
         if not self._started:
             raise RuntimeError("Daemon.add_source called before start()")
-        if hasattr(source, "attach"):  # Kafka: the source calls the rebalance hooks (drain/snapshot/...)
-            source.attach(self)
         task = asyncio.get_running_loop().create_task(
             self._run_source(source), name=f"source-{getattr(source, 'stream_id', '?')}"
         )
@@ -236,12 +234,19 @@ class Daemon:
             await ctx.idle.wait()
 
     def snapshot_stream(self, stream_id: str) -> dict:
-        """Tracker + temporal + fusion state of a stream (JSON-serialisable); call after drain_stream."""
+        """Tracker + temporal + fusion state of a stream and its tracks' best-crop boxes (JSON-serialisable).
+
+        Consistent only at a frame boundary of the stream: after drain_stream, or from inside the
+        ``frame.done()`` the stream worker calls after a frame's delivery (daemon.kafka.state.StreamStateHost).
+        The boxes are there because events carry them (``evidence.best_box``): a replay from this
+        snapshot must produce the same events; the crops themselves are not kept."""
         ctx = self._streams.get(stream_id)
         if ctx is None:
             return {}
         self.metrics.kafka_state_ops.labels("save").inc()
-        return ctx.snapshot()
+        snap = ctx.snapshot()
+        snap["best"] = {str(tid): [float(q), list(box)] for tid, (q, _crop, box) in ctx.best.items()}
+        return snap
 
     def restore_stream(self, stream_id: str, state: dict) -> None:
         """Replace a stream's state with a snapshot from :meth:`snapshot_stream`."""
@@ -249,6 +254,9 @@ class Daemon:
             return
         ctx = self._ctx(stream_id)
         ctx.restore(state)
+        # restored best boxes have no crop (None): a better face later replaces them, none is written before
+        ctx.best = {int(tid): (float(q), None, [float(v) for v in box]) for tid, (q, box) in state.get("best", {}).items()}
+        ctx.best_dirty.clear()
         self.metrics.kafka_state_ops.labels("restore").inc()
         self.metrics.tracks_active.labels(ctx.label).set(len(ctx.fusion.started_tracks()))
 

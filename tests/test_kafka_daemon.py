@@ -85,8 +85,7 @@ async def _start_daemon(bundle, faces, kcfg: KafkaConfig):
     d = Daemon(_pipeline_cfg(), faces, bundle, [KafkaVerdictSink(kcfg, metrics), collect], metrics,
                models=BundleConfig.defaults(threads=1))
     await d.start()
-    src = KafkaFrameSource(kcfg, metrics)
-    src.attach(d)
+    src = KafkaFrameSource(kcfg, metrics, daemon=d)
     d.add_source(src)
     return d, src, collect, metrics
 

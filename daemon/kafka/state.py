@@ -1,16 +1,30 @@
-"""Per-stream temporal state snapshots in a compacted Kafka topic (key = stream id).
+"""Per-stream state checkpoints in a compacted Kafka topic (key = stream id), and the typed
+interface between the Kafka source and the pipeline that holds the streams' state.
 
-When partitions are revoked, the Kafka source snapshots each of their streams' state
-(``Daemon.snapshot_stream``) here; the consumer that gets those partitions next reads the topic up
-to its end and restores a stream's state when that stream's first frame arrives. The topic is
-created with ``cleanup.policy=compact`` when missing, so only the latest snapshot per stream is
-kept (a tombstone, i.e. an empty value, deletes one).
+**Checkpoints.** Before the Kafka source commits an offset of a partition, every stream of that
+partition whose records below that offset are not yet covered gets a *checkpoint*: the stream's
+whole state (tracker, temporal, fusion with the last emitted verdict of each track, the best-crop
+boxes), taken at a frame boundary, together with ``offset`` = the offset of the stream's last
+record whose effect the state contains (every record of the stream up to it is done: its verdicts
+were delivered). The checkpoint is written (``acks=all``) before the offset commit, and a commit
+never passes the first record of a stream that no saved checkpoint covers. So after a crash, at
+any point, the committed offset C and the stored checkpoint (offset X) of each stream satisfy:
+the state contains every record of the stream below C, and records up to X are already in it.
+A restarted member restores the checkpoint when the stream's first record arrives, skips the
+stream's redelivered records ``<= X`` (their verdicts are out) and processes the rest on top of
+the restored state: exactly where the commits say. An end-of-stream record for a stream that was
+never in this member's memory closes its tracks from the restored state.
 
-This store keeps a local cache of the whole topic: a group-less consumer assigned to every state
-partition reads from the beginning once and then incrementally (:meth:`StateStore.catch_up`).
+The topic is created with ``cleanup.policy=compact`` when missing, so only the latest checkpoint
+per stream is kept (a tombstone, an empty value, deletes one; the source never writes tombstones:
+the checkpoint after an end-of-stream keeps the stream's track-id counter, so ids are not reused
+when the stream id comes back). This store keeps a local cache of the whole topic: a group-less
+consumer assigned to every state partition reads from the beginning once and then incrementally
+(:meth:`StateStore.catch_up`).
 
-Snapshot values are JSON: ``{"v": 1, "stream_id": ..., "saved_at": ..., "state": {...}}``; numpy
-arrays and scalars in the state become lists and numbers.
+Values are JSON: ``{"v": 2, "stream_id", "saved_at", "topic", "partition", "offset", "state"}``
+(version 1, written before checkpoints existed, has no position: it is restored, nothing is
+skipped). Numpy arrays and scalars in the state become lists and numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +33,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -29,7 +44,49 @@ from daemon.kafka.config import KafkaConfig
 from daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+
+
+@runtime_checkable
+class StreamStateHost(Protocol):
+    """What the Kafka source needs from the pipeline that holds per-stream state (the daemon).
+
+    The source calls these from the event loop. ``snapshot_stream`` is called only at a frame
+    boundary of that stream: when none of its frames is in the pipeline, or from inside
+    ``frame.done()`` of the stream's oldest outstanding frame (the pipeline calls ``done()``
+    after that frame's verdicts were delivered and before it starts analysing the next frame of
+    the stream), so the state it returns contains exactly the frames done so far.
+    """
+
+    async def drain_stream(self, stream_id: str) -> None:
+        """Return when no frame of the stream is in the pipeline any more."""
+
+    def snapshot_stream(self, stream_id: str) -> dict[str, Any] | None:
+        """The stream's state (JSON-serialisable); falsy when the pipeline holds none."""
+
+    def restore_stream(self, stream_id: str, state: dict[str, Any]) -> None:
+        """Replace the stream's state with one from :meth:`snapshot_stream`."""
+
+    def forget_stream(self, stream_id: str) -> None:
+        """Drop the stream's state without end events (partition revoked; its frames were abandoned)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A stored stream state and the position it covers (``offset`` None: unknown, version 1)."""
+
+    stream_id: str
+    state: dict[str, Any]
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def covered_to(self, tp: TopicPartition) -> int:
+        """Highest offset of ``tp`` whose record this state already contains (-1: none known)."""
+        if self.offset is None or self.topic != tp.topic or self.partition != tp.partition:
+            return -1
+        return self.offset
 
 
 def _json_default(o: Any) -> Any:
@@ -40,19 +97,38 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"state value of type {type(o).__name__} is not JSON-serialisable")
 
 
-def encode_snapshot(stream_id: str, state: dict[str, Any]) -> bytes:
-    env = {"v": SNAPSHOT_VERSION, "stream_id": stream_id, "saved_at": time.time(), "state": state}
+def encode_checkpoint(stream_id: str, state: dict[str, Any] | None, tp: TopicPartition | None = None,
+                      offset: int | None = None) -> bytes:
+    env = {"v": SNAPSHOT_VERSION, "stream_id": stream_id, "saved_at": time.time(),
+           "topic": None if tp is None else tp.topic, "partition": None if tp is None else tp.partition,
+           "offset": offset, "state": state or {}}
     return json.dumps(env, default=_json_default, separators=(",", ":")).encode()
 
 
-def decode_snapshot(value: bytes) -> dict[str, Any] | None:
+def encode_snapshot(stream_id: str, state: dict[str, Any]) -> bytes:
+    """A checkpoint without a position (restored, nothing skipped)."""
+    return encode_checkpoint(stream_id, state)
+
+
+def decode_checkpoint(value: bytes, stream_id: str | None = None) -> Checkpoint | None:
     try:
         env = json.loads(value)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(env, dict) or env.get("v") != SNAPSHOT_VERSION or not isinstance(env.get("state"), dict):
+    if not isinstance(env, dict) or env.get("v") not in _READABLE_VERSIONS or not isinstance(env.get("state"), dict):
         return None
-    return env["state"]
+    sid = stream_id if stream_id is not None else str(env.get("stream_id", ""))
+    if env["v"] == 1:
+        return Checkpoint(sid, env["state"])
+    off, part = env.get("offset"), env.get("partition")
+    return Checkpoint(sid, env["state"], env.get("topic"), None if part is None else int(part),
+                      None if off is None else int(off))
+
+
+def decode_snapshot(value: bytes) -> dict[str, Any] | None:
+    """Just the state of a stored checkpoint (None when unreadable)."""
+    cp = decode_checkpoint(value)
+    return None if cp is None else cp.state
 
 
 async def ensure_topic(cfg: KafkaConfig, topic: str, partitions: int = 1, configs: dict[str, str] | None = None) -> None:
@@ -82,7 +158,7 @@ class StateStore:
         self._producer = producer
         self._own_producer = producer is None
         self._consumer: AIOKafkaConsumer | None = None
-        self._cache: dict[str, dict[str, Any]] = {}
+        self._cache: dict[str, Checkpoint] = {}
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -95,7 +171,9 @@ class StateStore:
             await start_or_close(self._producer)
         self._consumer = AIOKafkaConsumer(
             client_id=f"{self.cfg.consumer_client_id or self.cfg.client_id}-state", group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest", **self.cfg.common_kwargs(),
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed" if self.cfg.transactional else "read_uncommitted",
+            **self.cfg.common_kwargs(),
         )
         await start_or_close(self._consumer)
         await self._assign()
@@ -141,30 +219,43 @@ class StateStore:
                             if not r.value:
                                 self._cache.pop(sid, None)
                                 continue
-                            st = decode_snapshot(r.value)
-                            if st is None:
-                                log.warning("ignoring an unreadable state snapshot for stream %s", sid)
+                            cp = decode_checkpoint(r.value, sid)
+                            if cp is None:
+                                log.warning("ignoring an unreadable state checkpoint for stream %s", sid)
                             else:
-                                self._cache[sid] = st
+                                self._cache[sid] = cp
                 else:
                     log.warning("state topic %s: catch-up stopped after %.0f s", self.topic, timeout_s)
             except KafkaError as e:
                 log.warning("state topic %s: catch-up failed: %s", self.topic, type(e).__name__)
         return n
 
-    def get(self, stream_id: str) -> dict[str, Any] | None:
+    def get(self, stream_id: str) -> Checkpoint | None:
         return self._cache.get(stream_id)
 
-    async def save(self, stream_id: str, state: dict[str, Any]) -> bool:
+    def remember(self, stream_id: str, value: bytes) -> None:
+        """Put a checkpoint written elsewhere (inside a committed transaction) into the cache."""
+        cp = decode_checkpoint(value, stream_id)
+        if cp is not None:
+            self._cache[stream_id] = cp
+
+    async def save_encoded(self, stream_id: str, value: bytes) -> bool:
+        """Write one encoded checkpoint and wait for ``acks=all``; False (logged) if that failed.
+
+        One record per request on purpose: Tansu 0.6 under-reports ``ListOffsets(latest)`` after
+        multi-record batches, and a reader that stops one record short would miss a checkpoint."""
         assert self._producer is not None, "StateStore.start() first"
-        value = encode_snapshot(stream_id, state)
         try:
             await self._producer.send_and_wait(self.topic, value, key=stream_id.encode())
         except KafkaError as e:
             log.warning("could not save the state of stream %s: %s", stream_id, type(e).__name__)
             return False
-        self._cache[stream_id] = json.loads(value)["state"]  # (kafka_state_ops is counted by the daemon)
+        self.remember(stream_id, value)
         return True
+
+    async def save(self, stream_id: str, state: dict[str, Any], tp: TopicPartition | None = None,
+                   offset: int | None = None) -> bool:
+        return await self.save_encoded(stream_id, encode_checkpoint(stream_id, state, tp, offset))
 
     async def delete(self, stream_id: str) -> None:
         assert self._producer is not None

@@ -2,38 +2,54 @@
 
 Message contract: :mod:`daemon.kafka.contract` (key = stream id, value = JPEG/PNG/WebP, headers).
 
+Modelled on aiokafka's own split of the consumer into fetcher / coordinator / subscription state:
+
+- :class:`_Partition` (fetch position bookkeeping): the offsets of one assigned partition, fetched,
+  handed out and done; its committable offset is ``offset + 1`` of the contiguous done prefix;
+- :class:`_Stream` (state coverage): the records of one stream on that partition, and which of them
+  the stream's last durable checkpoint (:mod:`daemon.kafka.state`) covers;
+- the pipeline is reached only through the typed :class:`~daemon.kafka.state.StreamStateHost`
+  (drain / snapshot / restore / forget), the rebalance callbacks only through aiokafka's typed
+  :class:`~aiokafka.ConsumerRebalanceListener`.
+
 Two tasks run while the source runs:
 
 - the **poll loop** calls ``getmany`` all the time (so the consumer never leaves the group), puts
   records into a local intake queue, pauses every assigned partition when the intake (queued +
   in the pipeline, not yet done) reaches ``intake_high`` and resumes below ``intake_low``, and
-  commits offsets every ``commit_interval_s``;
+  checkpoints + commits every ``commit_interval_s``;
 - the **dispatcher** decodes and validates records, sends bad ones to the dead-letter topic,
-  drops stale ones (``frames_dropped{reason="stale"}``), restores a stream's temporal state on its
-  first frame after an assignment, and awaits ``emit(frame)``.
+  drops stale ones (``frames_dropped{reason="stale"}``), restores a stream's checkpoint on its
+  first record after an assignment (and skips its records the checkpoint already contains), and
+  awaits ``emit(frame)``.
 
-Delivery is at-least-once: auto-commit is off; each record's offset is tracked per partition and
-marked complete by ``Frame.on_done`` (called by the pipeline after the sinks delivered the
-frame's verdicts, or when it dropped the frame). The committed offset is ``offset + 1`` of the
-contiguous completed prefix. Dead letters, stale frames and control messages complete at once.
+Delivery: auto-commit is off; each record's offset is tracked per partition and marked complete by
+``Frame.on_done`` (called by the pipeline after the sinks delivered the frame's verdicts, or when
+it dropped the frame). With a state topic and a host, the committed offset of a partition is also
+held below the first record of any of its streams that no saved checkpoint covers, and checkpoints
+are written before the commit: the state a restarted member restores is exactly consistent with
+the committed offsets (docs/kafka.md, "Crash consistency"). Dead letters, stale frames and control
+messages complete at once.
 
 Rebalances (aiokafka: eager protocol only): on revoke, queued records of the revoked partitions
 are abandoned (not committed, so the next owner reads them again), in-flight ones are drained with
-a bound (``drain_timeout_s``, using ``daemon.drain_stream``), the completed prefix is committed, and
-each stream's state is snapshotted to the state topic and forgotten. On assign, the state topic is
-read up to its end; a stream's snapshot is restored when its first frame arrives.
+a bound (``drain_timeout_s``), the streams are checkpointed, the covered done prefix is committed,
+and the streams are forgotten. On assign, the state topic is read up to its end.
+
+``fault``: an optional callable invoked with a point name (``commit.before_state_save``,
+``commit.before_offset_commit``, ``revoke.drained``) where a crash is most delicate; the crash tests
+set it (tests/kafka_worker.py) to kill the process there. It is None in production.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -41,7 +57,7 @@ from aiokafka.errors import KafkaError
 from daemon.kafka import contract
 from daemon.kafka.clients import start_or_close
 from daemon.kafka.config import KafkaConfig
-from daemon.kafka.state import StateStore
+from daemon.kafka.state import StateStore, StreamStateHost, encode_checkpoint
 from daemon.metrics import Metrics
 from daemon.sources.base import Emit, Source
 from daemon.types import StreamState, end_marker
@@ -60,7 +76,7 @@ class _Partition:
     committed: int | None = None
     last_fetched: int = -1
     first_fetched: int | None = None  # where this tracking began (the position at assignment)
-    streams: set[str] = field(default_factory=set)
+    streams: dict[str, "_Stream"] = field(default_factory=dict)
     revoked: bool = False
 
     def add(self, offset: int) -> None:
@@ -87,6 +103,66 @@ class _Partition:
     def outstanding(self) -> int:
         return sum(1 for d in self.pending.values() if not d)
 
+    def commit_bound(self, assume: dict["_Stream", int] | None = None) -> int | None:
+        """The offset that may be committed: the done prefix, held below the first record of each stream
+        that its saved checkpoint (or the one in ``assume``, about to be committed with it) does not cover."""
+        bound = self.commit_to
+        if bound is None:
+            return None
+        for st in self.streams.values():
+            first = st.first_uncovered(None if assume is None else assume.get(st))
+            if first is not None and first < bound:
+                bound = first
+        return bound
+
+
+@dataclass(eq=False)
+class _Stream:
+    """One stream's records on one partition (dispatch = offset order) and their checkpoint coverage."""
+
+    sid: str
+    part: _Partition
+    pending: dict[int, bool] = field(default_factory=dict)  # handed out, not yet in the done prefix
+    done_to: int = -1  # every record of this stream up to this offset is done
+    saved_to: int = -1  # the saved checkpoint contains every record of this stream up to this offset
+    uncovered: deque[int] = field(default_factory=deque)  # records after saved_to (commits stay below [0])
+    want: bool = False  # take a checkpoint at the next frame boundary
+    captured: tuple[int, bytes] | None = None  # (covered offset, encoded checkpoint), not saved yet
+
+    def track(self, offset: int, checkpointing: bool) -> None:
+        self.pending[offset] = False
+        if checkpointing:
+            self.uncovered.append(offset)
+
+    def complete(self, offset: int) -> bool:
+        """Mark ``offset`` done; True when that puts the stream at a frame boundary (the record was the
+        oldest outstanding one, so everything of this stream up to ``done_to`` is done)."""
+        if self.pending.get(offset) is not False:
+            return False
+        self.pending[offset] = True
+        while self.pending:
+            first = next(iter(self.pending))
+            if not self.pending[first]:
+                break
+            del self.pending[first]
+            self.done_to = first
+        return offset <= self.done_to
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending
+
+    def first_uncovered(self, covered: int | None = None) -> int | None:
+        c = self.saved_to if covered is None else max(self.saved_to, covered)
+        return next((o for o in self.uncovered if o > c), None)
+
+    def saved(self, covered: int) -> None:
+        self.saved_to = max(self.saved_to, covered)
+        while self.uncovered and self.uncovered[0] <= self.saved_to:
+            self.uncovered.popleft()
+        if self.captured is not None and self.captured[0] <= self.saved_to:
+            self.captured = None
+
 
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, src: "KafkaFrameSource"):
@@ -99,20 +175,21 @@ class _Listener(ConsumerRebalanceListener):
         await self.src._on_assigned(set(assigned))
 
 
-async def _maybe_await(x: Any) -> Any:
-    return await x if inspect.isawaitable(x) else x
-
-
 class KafkaFrameSource(Source):
     """Frames of many streams from a Kafka consumer group (each :class:`Frame` has its own stream id)."""
 
-    def __init__(self, cfg: KafkaConfig, metrics: Metrics | None = None, *, daemon: Any = None,
+    def __init__(self, cfg: KafkaConfig, metrics: Metrics | None = None, *, daemon: StreamStateHost | None = None,
                  source_id: str | None = None, transactions: Any = None):
+        """``daemon``: the pipeline holding the streams' state (the one wiring: no ``attach`` later);
+        None: no state hand-over (each new owner starts the streams afresh)."""
         # live=False: emit awaits a full pipeline (backpressure -> pause) instead of dropping frames; Kafka
         # keeps what we do not read yet, and the freshness budget is what drops old frames.
         super().__init__(source_id or f"kafka:{cfg.group_id}", metrics or Metrics(), live=False)
         self.cfg = cfg
-        self.daemon = daemon
+        if daemon is not None and not isinstance(daemon, StreamStateHost):
+            raise TypeError(f"{type(daemon).__name__} lacks drain/snapshot/restore/forget_stream (StreamStateHost)")
+        self.daemon: StreamStateHost | None = daemon
+        self.fault: Callable[[str], None] | None = None  # crash-test hook (see the module docstring)
         self.txn = transactions
         if cfg.transactional and transactions is None:
             from daemon.sinks.kafka import shared_transactions
@@ -125,7 +202,6 @@ class KafkaFrameSource(Source):
         self._queue: deque[tuple[_Partition, Any]] = deque()
         self._wake = asyncio.Event()
         self._done_event = asyncio.Event()
-        self._restored: set[str] = set()
         self._paused = False
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -137,11 +213,13 @@ class KafkaFrameSource(Source):
         self.dead_letters = 0  # counters mirrored for tests/benchmarks
         self.stale = 0
         self.commits = 0
+        self.replay_skipped = 0  # redelivered records a restored checkpoint already contained
 
     # public ------------------------------------------------------------------------------------
-    def attach(self, daemon: Any) -> None:
-        """Give the source the daemon whose rebalance hooks (drain/snapshot/restore/forget) it calls."""
-        self.daemon = daemon
+    @property
+    def checkpointing(self) -> bool:
+        """True when offsets are committed only behind durable stream checkpoints."""
+        return self._state is not None and self.daemon is not None
 
     @property
     def outstanding(self) -> int:
@@ -328,8 +406,12 @@ class KafkaFrameSource(Source):
                 await self._dead_letter(part, r, res)
                 self._complete(part, r.offset)
                 continue
-            part.streams.add(res.stream_id)
-            await self._ensure_restored(res.stream_id)
+            st = self._stream(part, res.stream_id)
+            if r.offset <= st.saved_to:  # contained in the restored checkpoint: its verdicts are out
+                self.replay_skipped += 1
+                self._complete(part, r.offset)
+                continue
+            st.track(r.offset, self.checkpointing)  # (no await between the restore and here)
             if isinstance(res, contract.EndOfStream):
                 frame = end_marker(res.stream_id, res.seq)
             else:
@@ -338,28 +420,32 @@ class KafkaFrameSource(Source):
                 if cfg.freshness_budget_s is not None and age > cfg.freshness_budget_s:
                     self.stale += 1
                     self.metrics.drop(frame.stream_id, "stale")
-                    self._complete(part, r.offset)
+                    self._complete(part, r.offset, st)
                     continue
             frame.meta["kafka"] = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
                                    "timestamp_ms": r.timestamp}
-            frame.on_done = self._done_callback(part, r.offset)
+            frame.on_done = self._done_callback(part, st, r.offset)
             part.emitted.add(r.offset)
             ok = await emit(frame)
             if not ok:
                 frame.done()  # dropped downstream (idempotent if the pipeline already called it)
 
-    def _done_callback(self, part: _Partition, offset: int):
+    def _done_callback(self, part: _Partition, st: _Stream, offset: int):
         def cb() -> None:
             loop = self._loop
             if loop is not None and threading.get_ident() != self._loop_thread:
-                loop.call_soon_threadsafe(self._complete, part, offset)
+                # from another thread: not inside the stream's worker, so not a frame boundary to snapshot at
+                loop.call_soon_threadsafe(self._complete, part, offset, st, False)
             else:
-                self._complete(part, offset)
+                self._complete(part, offset, st)
 
         return cb
 
-    def _complete(self, part: _Partition, offset: int) -> None:
+    def _complete(self, part: _Partition, offset: int, st: _Stream | None = None, boundary: bool = True) -> None:
         part.complete(offset)
+        if st is not None and st.complete(offset) and st.want and boundary:
+            # a frame boundary of this stream (inside the pipeline's frame.done(), before its next frame)
+            self._capture(st)
         self._done_event.set()
         if self._paused and self.outstanding <= self.cfg.intake_low:
             self._backpressure()
@@ -381,35 +467,96 @@ class KafkaFrameSource(Source):
                 await asyncio.sleep(0.5 * (attempt + 1))
         log.error("kafka %s[%d]@%d: could not write the dead letter; skipping it", r.topic, r.partition, r.offset)
 
-    async def _ensure_restored(self, stream_id: str) -> None:
-        if stream_id in self._restored:
-            return
-        self._restored.add(stream_id)
+    def _stream(self, part: _Partition, stream_id: str) -> _Stream:
+        """The stream's tracking on ``part``; on its first record there, restore its checkpoint."""
+        st = part.streams.get(stream_id)
+        if st is not None:
+            return st
+        st = part.streams[stream_id] = _Stream(stream_id, part)
         if self._state is None or self.daemon is None:
-            return
-        snap = self._state.get(stream_id)
-        if snap is None:
+            return st
+        cp = self._state.get(stream_id)
+        if cp is None:
+            return st
+        try:
+            if cp.state:
+                self.daemon.restore_stream(stream_id, cp.state)  # the daemon counts kafka_state_ops
+            st.saved_to = st.done_to = cp.covered_to(part.tp)
+            log.info("stream %s: state restored from %s (covers %s@%d)", stream_id, self.cfg.state_topic,
+                     part.tp, st.saved_to)
+        except Exception as e:  # noqa: BLE001 - a bad checkpoint must not stop the source
+            log.warning("stream %s: could not restore state (%s: %s)", stream_id, type(e).__name__, e)
+        return st
+
+    # checkpoints and commits ----------------------------------------------------------------------
+    def _fault_point(self, point: str) -> None:
+        if self.fault is not None:
+            self.fault(point)
+
+    def _capture(self, st: _Stream) -> None:
+        """Snapshot the stream now (the caller knows it is at a frame boundary): covers ``done_to``."""
+        st.want = False
+        if self.daemon is None or (st.captured is not None and st.captured[0] >= st.done_to):
             return
         try:
-            await _maybe_await(self.daemon.restore_stream(stream_id, snap))  # the daemon counts kafka_state_ops
-            log.info("stream %s: temporal state restored from %s", stream_id, self.cfg.state_topic)
-        except Exception as e:  # noqa: BLE001 - a bad snapshot must not stop the source
-            log.warning("stream %s: could not restore state (%s: %s)", stream_id, type(e).__name__, e)
+            state = self.daemon.snapshot_stream(st.sid)
+            st.captured = (st.done_to, encode_checkpoint(st.sid, state, st.part.tp, st.done_to))
+        except Exception as e:  # noqa: BLE001 - never raise into the pipeline's frame.done()
+            log.warning("stream %s: could not snapshot state (%s: %s)", st.sid, type(e).__name__, e)
 
-    # commits --------------------------------------------------------------------------------------
+    def _prepare_checkpoints(self, parts: list[_Partition]) -> list[_Stream]:
+        """Capture idle uncovered streams now, ask busy ones for their next boundary; the captured ones."""
+        ready = []
+        for p in parts:
+            for st in p.streams.values():
+                if not st.uncovered:
+                    continue
+                if st.idle:
+                    self._capture(st)
+                elif st.captured is None:
+                    st.want = True
+                if st.captured is not None:
+                    ready.append(st)
+        return ready
+
+    async def _save_checkpoints(self, ready: list[_Stream]) -> None:
+        """Non-transactional: write each captured checkpoint (acks=all) before any commit relies on it."""
+        assert self._state is not None
+        for st in ready:
+            if st.captured is None:
+                continue
+            covered, value = st.captured
+            self._fault_point("commit.before_state_save")
+            if await self._state.save_encoded(st.sid, value):
+                st.saved(covered)
+
     async def _commit(self, parts: list[_Partition] | None = None) -> bool:
         self._last_commit = time.monotonic()
         c = self._consumer
         if c is None:
             return False
         todo = parts if parts is not None else list(self._parts.values())
-        offsets = {p.tp: p.commit_to for p in todo
-                   if p.commit_to is not None and (p.committed is None or p.commit_to > p.committed)}
-        if not offsets:
-            return True
         async with self._commit_lock:
+            ready = self._prepare_checkpoints(todo) if self.checkpointing else []
+            if ready and self.txn is None:
+                await self._save_checkpoints(ready)
+                ready = []
+            # transactional: the checkpoints go into the same transaction as the offsets
+            pending = {st: st.captured for st in ready if st.captured is not None}
+            assume = {st: cap[0] for st, cap in pending.items()}
+            offsets = {}
+            for p in todo:
+                bound = p.commit_bound(assume)
+                if bound is not None and (p.committed is None or bound > p.committed):
+                    offsets[p.tp] = bound
+            if not offsets:
+                return True
+            self._fault_point("commit.before_offset_commit")
             try:
                 if self.txn is not None:
+                    if pending and self._state is not None:
+                        await self.txn.send_many([(self._state.topic, st.sid.encode(), cap[1])
+                                                  for st, cap in pending.items()])
                     await self.txn.commit(offsets, self.cfg.group_id)
                 else:
                     await c.commit(offsets)  # type: ignore[arg-type]
@@ -417,9 +564,13 @@ class KafkaFrameSource(Source):
                 self.metrics.kafka_commit_failures.inc()
                 log.warning("kafka commit failed (%s); those frames may be redelivered", type(e).__name__)
                 if self.txn is not None:
-                    # the aborted transaction took the verdicts with it: read those frames again
+                    # the aborted transaction took the verdicts (and checkpoints) with it: read those frames again
                     await self._rewind([p for p in todo if p.tp in offsets])
                 return False
+        for st, (covered, value) in pending.items():
+            st.saved(covered)
+            if self._state is not None:
+                self._state.remember(st.sid, value)
         for p in todo:
             if p.tp in offsets:
                 p.committed = offsets[p.tp]
@@ -428,7 +579,10 @@ class KafkaFrameSource(Source):
         return True
 
     async def _rewind(self, parts: list[_Partition]) -> None:
-        """Seek partitions back to their last committed offset and restart their tracking."""
+        """Seek partitions back to their last committed offset and restart their tracking.
+
+        The streams' state already contains frames after that offset, so it is forgotten and restored
+        from the last committed checkpoint (or started afresh without one) when their records come again."""
         c = self._consumer
         if c is None:
             return
@@ -440,11 +594,20 @@ class KafkaFrameSource(Source):
                 continue  # nothing fetched yet
             p.revoked = True  # queued/in-flight records of the old tracking are ignored
             self._parts[p.tp] = _Partition(p.tp, committed=p.committed)
+            self._forget(p)
             try:
                 c.seek(p.tp, target)
             except (KafkaError, AssertionError, ValueError) as e:
                 log.warning("kafka %s: rewind failed (%s)", p.tp, type(e).__name__)
         self._queue = deque(item for item in self._queue if not item[0].revoked)
+
+    def _forget(self, p: _Partition) -> None:
+        for sid in p.streams:
+            if self.daemon is not None:
+                try:
+                    self.daemon.forget_stream(sid)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("stream %s: forget failed (%s)", sid, type(e).__name__)
 
     # rebalance ------------------------------------------------------------------------------------
     async def _drain(self, parts: list[_Partition], timeout: float) -> None:
@@ -452,10 +615,9 @@ class KafkaFrameSource(Source):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         streams = sorted({s for p in parts for s in p.streams})
-        if self.daemon is not None and hasattr(self.daemon, "drain_stream") and streams:
+        if self.daemon is not None and streams:
             try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(_maybe_await(self.daemon.drain_stream(s)) for s in streams)), timeout)
+                await asyncio.wait_for(asyncio.gather(*(self.daemon.drain_stream(s) for s in streams)), timeout)
             except asyncio.TimeoutError:
                 log.warning("kafka revoke: draining %d streams took over %.1f s", len(streams), timeout)
             except Exception as e:  # noqa: BLE001
@@ -471,33 +633,25 @@ class KafkaFrameSource(Source):
             log.warning("kafka revoke: %d in-flight frames not done after %.1f s; they will be redelivered", left, timeout)
 
     async def _release(self, parts: list[_Partition], reason: str) -> None:
-        """Revoke/stop: abandon queued records, drain, commit, snapshot + forget streams."""
+        """Revoke/stop: abandon queued records, drain, checkpoint + commit, forget the streams.
+
+        A stream still busy after the drain is not checkpointed: the commit stays below its first
+        uncovered record, so the next owner restores its previous checkpoint and replays from there."""
         for p in parts:
             p.revoked = True  # the dispatcher skips their queued records
         await self._drain(parts, self.cfg.drain_timeout_s)
+        if reason == "revoke" and any(p.streams for p in parts):
+            self._fault_point("revoke.drained")
         await self._commit(parts)
-        streams = sorted({s for p in parts for s in p.streams})
-        for s in streams:
-            self._restored.discard(s)
-            if self.daemon is None:
-                continue
-            if self._state is not None and hasattr(self.daemon, "snapshot_stream"):
-                try:
-                    snap = await _maybe_await(self.daemon.snapshot_stream(s))
-                    if snap is not None:
-                        await self._state.save(s, snap)
-                except Exception as e:  # noqa: BLE001
-                    log.warning("stream %s: could not snapshot state (%s: %s)", s, type(e).__name__, e)
-            if hasattr(self.daemon, "forget_stream"):
-                try:
-                    await _maybe_await(self.daemon.forget_stream(s))
-                except Exception as e:  # noqa: BLE001
-                    log.warning("stream %s: forget failed (%s)", s, type(e).__name__)
         for p in parts:
+            for st in p.streams.values():
+                st.want = False
+            self._forget(p)
             if self._parts.get(p.tp) is p:
                 del self._parts[p.tp]
         self._queue = deque(item for item in self._queue if not item[0].revoked)
-        log.info("kafka %s: released %d partitions, %d streams", reason, len(parts), len(streams))
+        log.info("kafka %s: released %d partitions, %d streams", reason, len(parts),
+                 sum(len(p.streams) for p in parts))
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self.metrics.kafka_rebalances.inc()
@@ -544,9 +698,10 @@ class KafkaFrameSource(Source):
         self._consumer = self._state = self._dlq = None
 
 
-def build_kafka_source(cfg: KafkaConfig, metrics: Metrics | None = None) -> KafkaFrameSource:
-    """Used by the CLI: the daemon's ``add_source`` (or the caller) attaches the daemon before ``run``."""
-    return KafkaFrameSource(cfg, metrics)
+def build_kafka_source(cfg: KafkaConfig, metrics: Metrics | None = None, daemon: StreamStateHost | None = None
+                       ) -> KafkaFrameSource:
+    """A source wired to the pipeline that holds its streams' state (the only wiring: at construction)."""
+    return KafkaFrameSource(cfg, metrics, daemon=daemon)
 
 
 KafkaSource = KafkaFrameSource
