@@ -245,7 +245,7 @@ class Daemon:
             return {}
         self.metrics.kafka_state_ops.labels("save").inc()
         snap = ctx.snapshot()
-        snap["best"] = {str(tid): [float(q), list(box)] for tid, (q, _crop, box) in ctx.best.items()}
+        snap["best"] = {str(tid): [float(q), list(box)] for tid, (q, _crop, box) in ctx.evidence.best.items()}
         return snap
 
     def restore_stream(self, stream_id: str, state: dict) -> None:
@@ -255,8 +255,9 @@ class Daemon:
         ctx = self._ctx(stream_id)
         ctx.restore(state)
         # restored best boxes have no crop (None): a better face later replaces them, none is written before
-        ctx.best = {int(tid): (float(q), None, [float(v) for v in box]) for tid, (q, box) in state.get("best", {}).items()}
-        ctx.best_dirty.clear()
+        ctx.evidence.best = {int(tid): (float(q), None, [float(v) for v in box])  # type: ignore[misc]
+                             for tid, (q, box) in state.get("best", {}).items()}
+        ctx.evidence.dirty.clear()
         self.metrics.kafka_state_ops.labels("restore").inc()
         self.metrics.tracks_active.labels(ctx.label).set(len(ctx.fusion.started_tracks()))
 
