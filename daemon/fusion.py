@@ -47,8 +47,10 @@ DEFAULT_WEIGHTS = (0.6, 0.4)  # bundles without a fitted ``fusion`` section
 
 
 class FusionConfig(StrictModel):
-    frame_weight: float | None = Field(None, ge=0, description="null = the bundle's fitted weight (manifest fusion)")
-    temporal_weight: float | None = Field(None, ge=0, description="null = the bundle's fitted weight (manifest fusion)")
+    frame_weight: float | None = Field(
+        None, ge=0, description="null = the bundle's fitted weight (manifest `fusion`; 0.6 for bundles without one)")
+    temporal_weight: float | None = Field(
+        None, ge=0, description="null = the bundle's fitted weight (manifest `fusion`; 0.4 for bundles without one)")
     frame_ema_alpha: float = Field(0.3, gt=0, le=1, description="EMA weight of the newest frame score")
     threshold_high: float = Field(0.6, gt=0, lt=1, description="enter 'fake' at or above this track score")
     threshold_low: float = Field(0.4, gt=0, lt=1, description="leave 'fake' below this track score")

@@ -298,6 +298,17 @@ def test_docs_list_every_key_of_the_service_sections():
     assert missing == []
 
 
+def test_docs_reference_table_matches_the_code():
+    """Every row `reference_markdown()` generates from the models (key, type, default, description) is
+    in docs/configuration.md verbatim: a changed default or description cannot drift from the docs."""
+    from daemon.config import reference_markdown
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    rows = [line for line in reference_markdown().splitlines() if line.startswith("| `")]
+    assert len(rows) > 100
+    assert [r for r in rows if r not in doc] == []
+
+
 def test_logs_are_one_json_line_with_credentials_redacted():
     import io
     import json

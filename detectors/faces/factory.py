@@ -56,7 +56,8 @@ class FacesConfig(BaseModel):
     min_face_px: int = Field(24, ge=1, description="smallest face kept (short side, frame pixels)")
     max_faces: int = Field(32, ge=1, le=1024, description="most faces kept per frame, best quality first")
     crop_size: int | None = Field(None, ge=32, le=1024,
-                                  description="aligned crop side for the classifiers (null: the bundle's, else 256)")
+                                  description="aligned crop side for the classifiers (null: the bundle's manifest `crop`, "
+                                              "else 256; a value overrides the bundle's)")
     crop_scale: float | None = Field(None, ge=1.0, le=3.0,
                                      description="face fills 1/crop_scale of the crop (null: the bundle's, else 1.3)")
     embed: bool = Field(True, description="compute identity embeddings when the backend has a recogniser")
