@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from aiokafka import TopicPartition
 
+from daemon.kafka import contract
 from daemon.kafka.state import Checkpoint, StreamStateHost, decode_checkpoint, decode_snapshot, encode_checkpoint
 from daemon.metrics import Metrics
 from daemon.sources.kafka import KafkaFrameSource, _Partition, _Stream
@@ -82,3 +86,61 @@ def test_the_source_takes_only_a_typed_state_host():
     assert src.daemon is pipe and not hasattr(src, "attach")
     with pytest.raises(TypeError, match="StreamStateHost"):
         KafkaFrameSource(cfg, Metrics(), daemon=object())
+
+
+class _SlowStore:
+    """A state store whose catch-up reads the checkpoint only when the test lets it."""
+
+    topic = "t.state"
+
+    def __init__(self, cp: Checkpoint):
+        self.cp, self.cache, self.go = cp, {}, asyncio.Event()
+
+    async def catch_up(self, timeout_s: float = 10.0) -> int:
+        await self.go.wait()
+        self.cache[self.cp.stream_id] = self.cp
+        return 1
+
+    def get(self, stream_id: str) -> Checkpoint | None:
+        return self.cache.get(stream_id)
+
+
+async def test_a_record_fetched_during_the_assign_catch_up_waits_for_its_checkpoint():
+    """aiokafka's fetcher can return a newly assigned partition's records while on_partitions_assigned
+    still reads the state topic: the stream's first record must wait for the checkpoint, not start afresh
+    (the cause of test_b's 'two distinct start events' of track 1)."""
+    cfg = kafka_test_config("127.0.0.1:9", "catchup")
+    pipe = MiniPipeline([], tracks=True)
+    src = KafkaFrameSource(cfg, Metrics(), daemon=pipe)
+    state = {"next_id": 3, "track": 2, "first": 10, "frames": 2, "last_seq": 11}
+    src._state = store = _SlowStore(Checkpoint("cam", state, TP.topic, TP.partition, 11))
+    src._loop = asyncio.get_running_loop()
+    emitted = []
+
+    async def emit(frame):
+        emitted.append(frame)
+        return True
+
+    assigning = asyncio.create_task(src._on_assigned({TP}))
+    await asyncio.sleep(0)
+    part = src._parts[TP]
+    key, value, headers = contract.encode_frame("cam", 12, np.zeros((16, 16, 3), np.uint8))
+    part.add(12)
+    src._queue.append((part, SimpleNamespace(topic=TP.topic, partition=TP.partition, offset=12, key=key,
+                                             value=value, headers=headers, timestamp=0)))
+    src._wake.set()
+    dispatcher = asyncio.create_task(src._dispatch(emit))
+    try:
+        await asyncio.sleep(0.3)  # the record is decoded and waits: no stream restored or started yet
+        assert not emitted and "cam" not in part.streams and "cam" not in pipe.restored
+        store.go.set()
+        await asyncio.wait_for(assigning, 5)
+        for _ in range(100):
+            if emitted:
+                break
+            await asyncio.sleep(0.02)
+        assert [f.seq for f in emitted] == [12]
+        assert pipe.restored["cam"] == state and part.streams["cam"].saved_to == 11
+    finally:
+        dispatcher.cancel()
+        await asyncio.gather(dispatcher, return_exceptions=True)

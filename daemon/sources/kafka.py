@@ -65,6 +65,12 @@ from daemon.types import StreamState, end_marker
 log = logging.getLogger("fakewatch.kafka")
 
 
+def _set_event() -> asyncio.Event:
+    e = asyncio.Event()
+    e.set()
+    return e
+
+
 @dataclass(eq=False)
 class _Partition:
     """Offsets of one assigned partition: fetched, in flight, done. Replaced on every assignment."""
@@ -78,6 +84,10 @@ class _Partition:
     first_fetched: int | None = None  # where this tracking began (the position at assignment)
     streams: dict[str, "_Stream"] = field(default_factory=dict)
     revoked: bool = False
+    # set once the state topic was read for this assignment: before that, a stream's first record must
+    # not be dispatched (its checkpoint may not be in the cache yet). aiokafka sets the assignment, and
+    # its fetcher may return records, while on_partitions_assigned (the catch-up) is still running.
+    restorable: asyncio.Event = field(default_factory=lambda: _set_event())
 
     def add(self, offset: int) -> None:
         self.pending[offset] = False
@@ -406,6 +416,10 @@ class KafkaFrameSource(Source):
                 await self._dead_letter(part, r, res)
                 self._complete(part, r.offset)
                 continue
+            if not part.restorable.is_set():
+                await part.restorable.wait()  # the state catch-up of this assignment (see _on_assigned)
+                if part.revoked or self._parts.get(part.tp) is not part:
+                    continue
             st = self._stream(part, res.stream_id)
             if r.offset <= st.saved_to:  # contained in the restored checkpoint: its verdicts are out
                 self.replay_skipped += 1
@@ -661,12 +675,22 @@ class KafkaFrameSource(Source):
         self.metrics.kafka_assigned.set(len(self._parts))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        new = []
         for tp in assigned:
             if tp not in self._parts:
-                self._parts[tp] = _Partition(tp)
+                self._parts[tp] = part = _Partition(tp)
+                new.append(part)
         self.metrics.kafka_assigned.set(len(self._parts))
         if self._state is not None:
-            n = await self._state.catch_up(timeout_s=min(10.0, self.cfg.drain_timeout_s + 1))
+            # the fetcher may already return these partitions' records: the dispatcher holds them until
+            # the cache has every checkpoint (else a stream's first record would find none and start afresh)
+            for part in new:
+                part.restorable.clear()
+            try:
+                n = await self._state.catch_up(timeout_s=min(10.0, self.cfg.drain_timeout_s + 1))
+            finally:
+                for part in new:
+                    part.restorable.set()
             log.info("kafka assign: %d partitions; state topic caught up (%d records)", len(assigned), n)
         if self._paused and self._consumer is not None and assigned:
             self._consumer.pause(*assigned)
