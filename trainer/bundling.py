@@ -108,7 +108,8 @@ def build_from_checkpoints(out: str | Path, work: Path, *, frame: str | None = N
         spec = FrameModelSpec(method=method.name, backbone=backbone, input_size=size, version=version)
         metrics["frame_export"] = info
         provenance["frame"] = {"checkpoint": str(frame), "sha256": sha256_file(Path(frame)),
-                               "data": cfg.get("data"), "seed": cfg.get("seed")}
+                               "data": cfg.get("data"), "seed": cfg.get("seed"),
+                               **({"soup": cfg["soup"]} if cfg.get("soup") else {})}
         prepared.append(("frame training data", (cfg.get("data") or {}).get("crops")))
         frame_art = ex.FrameArtifact(Path(info["path"]), spec, Path(info["fp16_path"]) if "fp16_path" in info else None)
     if difffake:

@@ -9,6 +9,7 @@ Commands::
     fakewatch-train eval    --bundle DIR --data PREPARED [--data ...]      tables + plots
     fakewatch-train export  --checkpoint CK --out DIR                     ONNX (+fp16) with parity check
     fakewatch-train bundle  --out DIR [--frame CK] [--difffake CK] [--calib-data PREPARED]
+    fakewatch-train soup    CK [CK ...] [--onnx-frame FILE] --out CK       weight average of frame detectors
 
 Every command writes a run folder ``<runs>/<command or method>-<UTC timestamp>/`` with the resolved
 configuration (``config.yaml``), the log (``log.txt``) and the result (``metrics.json``); training
@@ -135,6 +136,14 @@ def cmd_reconstruct(a: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"{a.data}: no real crops in splits {sorted(splits)}")
     return reconstruct_crops(rows, a.out, a.ae, latent_noise=a.latent_noise, threads=a.threads, seed=a.seed,
                              limit=a.limit)
+
+
+def cmd_soup(a: argparse.Namespace) -> dict[str, Any]:
+    from trainer.soup import soup_checkpoints
+
+    record = soup_checkpoints(a.checkpoints, a.out, onnx_frames=a.onnx_frame or [], template=a.template)
+    print(f"soup of {len(record['members'])} members: {a.out}")
+    return record
 
 
 def cmd_eval(a: argparse.Namespace) -> dict[str, Any]:
@@ -271,11 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo")
     sp.add_argument("--batch", type=int, default=32)
     sp.add_argument("--seed", type=int, default=0)
+
+    sp = sub.add_parser("soup", help="uniform weight average of frame checkpoints (batch norms folded; "
+                        "optionally with a bundle's frame.onnx): one model from several seeds")
+    sp.add_argument("checkpoints", nargs="+", help="frame checkpoints of one method and architecture")
+    sp.add_argument("--onnx-frame", action="append", help="a bundle's frame.onnx of the same architecture "
+                    "(repeatable; read by graph structure, checked against ONNX Runtime)")
+    sp.add_argument("--template", help="checkpoint whose method/config the soup keeps (default: the first)")
+    sp.add_argument("--out", required=True, help="output checkpoint (.pt)")
     return p
 
 
 COMMANDS = {"prepare": cmd_prepare, "reconstruct": cmd_reconstruct, "eval": cmd_eval, "export": cmd_export,
-            "bundle": cmd_bundle}
+            "bundle": cmd_bundle, "soup": cmd_soup}
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
@@ -286,10 +303,11 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from trainer.evaluate import EvalError
     from trainer.export import ExportError
     from trainer.methods import MethodError
+    from trainer.soup import SoupError
     from trainer.train_loop import ConfigError
 
     return (UsageError, BundleError, ConfigError, DatasetLayoutError, EvalError, ExportError, MethodError,
-            RuntimeError_, FileNotFoundError)
+            RuntimeError_, SoupError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
