@@ -7,6 +7,7 @@ timm's BatchNormAct2d) and real ONNX exports through the project's exporter; no 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,5 +125,7 @@ def test_soup_cli_bad_members_exit_2_with_the_file_named(tmp_path, capsys):
     assert train_main(["--runs", str(runs), "soup", str(p0), str(missing), "--out", str(tmp_path / "s.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert train_main(["--runs", str(runs), "soup", str(p0), str(p0), "--out", str(tmp_path / "s.pt")]) == 0
-    metrics = json.loads(next(runs.glob("soup-*/metrics.json")).read_text())
+    # failed runs leave run folders too: read the one this run printed
+    folder = next(x.split(": ", 1)[1] for x in capsys.readouterr().out.splitlines() if x.startswith("run folder: "))
+    metrics = json.loads((Path(folder) / "metrics.json").read_text())
     assert metrics["kind"] == "uniform"
