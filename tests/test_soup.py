@@ -113,6 +113,37 @@ def test_soup_is_the_folded_average_and_loads_as_a_checkpoint(tmp_path):
         assert float((load_anl(tmp_path / "same.pt").detector(_x()) - _perturbed(0).detector(_x())).abs().max()) < 1e-4
 
 
+def test_regulariser_on_and_off_members_average_the_detector_and_keep_the_template_head(tmp_path):
+    """An ANL regulariser-on checkpoint carries a train-only noise head that off-arm checkpoints lack: the soup
+    averages the inference graph of both and takes the head from the template, whichever arm that is."""
+    cfg_on = tl.load_config("anl", None, ["seed=5", "model.backbone=tf_efficientnet_lite0", f"model.image_size={SIZE}",
+                                          "model.pretrained=",
+                                          "anl.regulariser=on", "anl.head_channels=8", "anl.groups=4"])
+    torch.manual_seed(5)
+    on = ANLModel(cfg_on, (3, 16, 16))
+    with torch.no_grad():
+        for mod in on.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.bias.uniform_(-0.2, 0.2)
+    on.eval()
+    p_on = tl.save_checkpoint(tmp_path / "on.pt", "anl", on, cfg_on, noise_shape=(3, 16, 16))
+    p_off, off = _ckpt(tmp_path, 1)
+    folded = [fold_batchnorm_(m.detector, SIZE) for m in (on, off)]
+    for order in ((p_on, p_off), (p_off, p_on)):
+        out = tmp_path / f"soup-{order[0].stem}.pt"
+        rec = soup_checkpoints(list(order), out)
+        soup = load_anl(out)
+        assert (soup.head is not None) == (order[0] == p_on)  # the template's structure
+        assert rec["train_only_from_template"] == (len(list(on.head.state_dict())) if order[0] == p_on else 0)
+        for name, p in soup.detector.named_parameters():
+            want = torch.stack([dict(f.named_parameters())[name] for f in folded]).mean(0)
+            assert torch.allclose(p, want, atol=1e-6), name
+        if soup.head is not None:
+            for name, p in soup.head.named_parameters():
+                assert torch.equal(p, dict(on.head.named_parameters())[name]), name
+
+
 def test_soup_cli_bad_members_exit_2_with_the_file_named(tmp_path, capsys):
     p0, _ = _ckpt(tmp_path, 0)
     ptiny, _ = _ckpt(tmp_path, 1, "tiny_cnn")

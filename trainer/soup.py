@@ -160,6 +160,16 @@ def import_frame_onnx_(module: nn.Module, onnx_path: str | Path, size: int, tol:
     return err
 
 
+def _inference_module(model: nn.Module) -> nn.Module:
+    return model.export_module() if hasattr(model, "export_module") else model
+
+
+def _inference_keys(model: nn.Module) -> set[str]:
+    """Names (in ``model.state_dict()``) of the tensors that the exported inference graph uses."""
+    ptrs = {v.data_ptr() for v in _inference_module(model).state_dict().values()}
+    return {k for k, v in model.state_dict().items() if v.data_ptr() in ptrs}
+
+
 def soup_checkpoints(checkpoints: list[str | Path], out: str | Path, onnx_frames: list[str | Path] = (),
                      template: str | Path | None = None) -> dict[str, Any]:
     """Uniform soup of ``checkpoints`` (and of the frame models in ``onnx_frames``) written to ``out`` as a
@@ -193,27 +203,44 @@ def soup_checkpoints(checkpoints: list[str | Path], out: str | Path, onnx_frames
         if model_geometry(cks[p]["config"]) != geometry:
             raise SoupError(f"{p}: backbone/input size {model_geometry(cks[p]['config'])}, the template's is {geometry}")
     size = geometry[1]
+    t_model = method.load(tpl)
+    fold_batchnorm_(_inference_module(t_model), size)
+    t_state = {k: v.detach().clone() for k, v in t_model.state_dict().items()}
+    inference = _inference_keys(t_model)
     states: list[dict[str, torch.Tensor]] = []
     members: list[dict[str, Any]] = []
+    names: list[str] = []
     for p in paths:
         model = method.load(p)
-        fold_batchnorm_(model.export_module() if hasattr(model, "export_module") else model, size)
+        fold_batchnorm_(_inference_module(model), size)
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         members.append({"checkpoint": str(p), "sha256": _sha256(p), "seed": cks[p]["config"].get("seed")})
+        names.append(str(p))
     for o in onnx_frames:
         model = method.load(tpl)
-        err = import_frame_onnx_(model.export_module() if hasattr(model, "export_module") else model, o, size)
+        err = import_frame_onnx_(_inference_module(model), o, size)
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         members.append({"onnx": str(o), "sha256": _sha256(Path(o)), "import_max_abs_err": err})
-    keys = list(states[0])
+        names.append(str(o))
+    # the inference graph's parameters are averaged over every member; training-only ones (ANL's noise head,
+    # present in a regulariser-on checkpoint only) are the template's, unchanged
     avg: dict[str, torch.Tensor] = {}
-    for k in keys:
+    kept: list[str] = []
+    for k, tv in t_state.items():
+        if k not in inference:
+            avg[k] = tv
+            kept.append(k)
+            continue
+        for name, s in zip(names, states):
+            if k not in s:
+                raise SoupError(f"{name}: has no parameter {k} of the frame model")
         vals = [s[k] for s in states]
         if any(v.shape != vals[0].shape for v in vals):
             raise SoupError(f"parameter {k}: shapes {[tuple(v.shape) for v in vals]} differ between members")
         avg[k] = torch.stack([v.float() for v in vals]).mean(0).to(vals[0].dtype) if vals[0].is_floating_point() \
             else vals[0].clone()
-    record = {"kind": "uniform", "batchnorm": "folded", "members": members}
+    record = {"kind": "uniform", "batchnorm": "folded", "members": members,
+              "train_only_from_template": len(kept)}
     cfg = dict(t_ck["config"]) | {"soup": record}
     extra = {k: v for k, v in t_ck.items() if k not in ("method", "config", "state_dict")}
     outp = Path(out)
