@@ -3,7 +3,7 @@
 # schedule, seed) at model.image_size=256 instead of 224, measured on @4's sets (docs/default-bundle.md,
 # "224 px against 256 px").
 #
-#   benchmarks/resolution_default_bundle.sh        # ~90 min of training on an idle 2-core box, then ~8 min of eval
+#   benchmarks/resolution_default_bundle.sh        # 44 min of training at 256 px on an idle 2-core box (measured), then ~8 min of eval
 #   SEED=1 SIZE=256 benchmarks/resolution_default_bundle.sh
 #
 # 256 px is the side of the aligned crops that `fakewatch-train prepare` writes (and that serving aligns to), so it
