@@ -29,6 +29,10 @@ Two sub-commands, both reading a folder written by ``fakewatch-train prepare --d
     Every fake of a video uses ONE random generator state per (video, method): the same mask type
     and blend/transform parameters on every frame, while the mask follows each frame's landmarks
     (fixed-per-video parameters, frame-varying content). The reals are the untouched crops.
+
+Further sub-commands: ``fakesdev`` (the fakes_dev validation manifest), ``pack`` (JPEG-packed crops for a
+lent GPU), ``finalize BUNDLE ...`` (provenance, metrics and README from the run and eval folders) and
+``readme BUNDLE --notes MD`` (the README again from a finalized manifest alone, after a notes edit).
 """
 
 from __future__ import annotations
@@ -409,6 +413,27 @@ def cmd_finalize(bundle: Path, split: Path, tests: Path, prior: Path | None, run
     return {"bundle": b.version_string, "files": man["files"]}
 
 
+def cmd_readme(bundle: Path, notes: Path | None) -> dict:
+    """Rewrite ``bundle/README.md`` from its finalized manifest (metrics.eval, provenance.commands) and the notes.
+
+    For a notes edit after ``finalize``: the data cache, runs and eval folders need not exist any more; nothing
+    but the README and its sha256 in the manifest changes.
+    """
+    from detectors.bundle import load_bundle, sha256_file
+
+    mpath = bundle / "manifest.json"
+    man = json.loads(mpath.read_text())
+    ev = (man.get("metrics") or {}).get("eval")
+    cmds = (man.get("provenance") or {}).get("commands")
+    if not ev or cmds is None or "data" not in (man.get("provenance") or {}):
+        raise SystemExit(f"{mpath}: not finalized (no metrics.eval / provenance.commands / provenance.data); run finalize")
+    (bundle / "README.md").write_text(_readme(man, ev, cmds, notes, bundle))
+    man["files"] = dict(man.get("files") or {}, **{"README.md": sha256_file(bundle / "README.md")})
+    mpath.write_text(json.dumps(man, indent=2) + "\n")
+    b = load_bundle(bundle)
+    return {"bundle": b.version_string, "files": man["files"]}
+
+
 def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Path) -> str:
     fr, tp = man.get("frame") or {}, man.get("temporal") or {}
     pre = (man.get("provenance") or {}).get("pretrained")
@@ -544,7 +569,13 @@ def main(argv: list[str] | None = None) -> int:
     z.add_argument("--eval", action="append", default=[], metavar="NAME=DIR", help="eval output folder")
     z.add_argument("--commands", type=Path, required=True, help="file with the exact commands")
     z.add_argument("--notes", type=Path, help="markdown inserted in README.md")
+    r = sub.add_parser("readme", help="rewrite a finalized bundle's README.md from its manifest and --notes")
+    r.add_argument("bundle", type=Path)
+    r.add_argument("--notes", type=Path, help="markdown inserted in README.md")
     a = p.parse_args(argv)
+    if a.cmd == "readme":
+        print(json.dumps(cmd_readme(a.bundle, a.notes), indent=1))
+        return 0
     if a.cmd == "finalize":
         kv = lambda xs: {x.split("=", 1)[0]: Path(x.split("=", 1)[1]) for x in xs}  # noqa: E731
         print(json.dumps(cmd_finalize(a.bundle, a.split, a.tests, a.prior, kv(a.run), kv(a.eval), a.commands, a.notes,

@@ -91,3 +91,44 @@ def test_frame_model_scores_self_blended_fakes_above_their_real(bundle, face_cro
              for s in range(8)]
     logits = np.asarray(rt.run(model_input([face_crop, *fakes], fr.input_size, fr.normalisation))).reshape(-1)
     assert np.median(logits[1:]) > logits[0], logits
+
+
+def _bundle_data_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "default_bundle_data.py"
+    spec = importlib.util.spec_from_file_location("default_bundle_data", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_shipped_readme_is_the_manifest_plus_docs_default_bundle(bundle, tmp_path):
+    """The bundle README is generated (manifest metrics and commands + docs/default-bundle.md): the shipped one must
+    be what the generator writes today, so an edit of the docs without a README refresh fails here."""
+    import shutil
+    from pathlib import Path
+
+    mod = _bundle_data_module()
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.root, copy)
+    notes = Path(__file__).resolve().parents[1] / "docs" / "default-bundle.md"
+    out = mod.cmd_readme(copy, notes)
+    fix = "benchmarks/default_bundle_data.py readme detectors/bundles/default --notes docs/default-bundle.md"
+    assert (copy / "README.md").read_text() == (bundle.root / "README.md").read_text(), f"stale README: run {fix}"
+    assert out["files"] == json.loads((bundle.root / "manifest.json").read_text())["files"]
+    load_bundle(copy)  # sha256 of every file (the rewritten README included) still verifies
+
+
+def test_readme_refuses_a_bundle_that_was_never_finalized(bundle, tmp_path):
+    import shutil
+
+    mod = _bundle_data_module()
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.root, copy)
+    man = json.loads((copy / "manifest.json").read_text())
+    del man["metrics"]["eval"]
+    (copy / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(SystemExit, match="not finalized"):
+        mod.cmd_readme(copy, None)
