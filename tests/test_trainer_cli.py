@@ -226,3 +226,23 @@ def test_pair_dataset_augments_the_train_split_only(pipeline):
     assert torch.allclose(ra, rp.flip(-1)) and torch.allclose(fa, fp.flip(-1))
     with pytest.raises(ValueError, match="unknown augmentation keys"):
         build_pair_dataset({**dcfg, "augment": {"p_flip": 1.0}}, "train", 64, 0)
+
+
+def test_rethreshold_bundle_reproduces_the_calibration_and_moves_only_the_threshold(pipeline, tmp_path):
+    """benchmarks/rethreshold_bundle.py: the same serving-path scores as `bundle --calib-data`, so at the bundle's own
+    FPR it gives back the shipped threshold; at a higher FPR the threshold is lower and nothing else changes."""
+    import importlib.util
+
+    _, _, prep, bundle = pipeline
+    spec = importlib.util.spec_from_file_location("rethreshold_bundle", REPO / "benchmarks" / "rethreshold_bundle.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.rethreshold(bundle, tmp_path / "b", prep, None, 0.5)
+    shipped = load_bundle(bundle)
+    assert out["shipped_target_fpr"] == pytest.approx(0.2)
+    assert out["threshold_at_shipped_fpr"] == pytest.approx(shipped.manifest.frame.threshold, abs=1e-9)
+    assert out["threshold"] < shipped.manifest.frame.threshold
+    moved = load_bundle(tmp_path / "b")
+    assert moved.manifest.frame.threshold == pytest.approx(out["threshold"])
+    assert moved.version_string.endswith("-fpr50")
+    assert (tmp_path / "b" / "frame.onnx").read_bytes() == (bundle / "frame.onnx").read_bytes()
