@@ -246,3 +246,69 @@ def test_rethreshold_bundle_reproduces_the_calibration_and_moves_only_the_thresh
     assert moved.manifest.frame.threshold == pytest.approx(out["threshold"])
     assert moved.version_string.endswith("-fpr50")
     assert (tmp_path / "b" / "frame.onnx").read_bytes() == (bundle / "frame.onnx").read_bytes()
+
+
+def _frame_logits(bundle_dir: Path, crops: list[np.ndarray]) -> np.ndarray:
+    from detectors.inference import FrameScorer
+
+    with FrameScorer(load_bundle(bundle_dir), "cpu") as s:
+        p = s.probabilities(crops)
+    return np.log(p / (1.0 - p))
+
+
+def test_combine_is_the_mean_logit_over_members_and_mirror_images(pipeline, tmp_path):
+    """`fakewatch-train combine`: the combined graph, run through the serving scorer, equals the mean of the members'
+    logits on the crop and on its mirror image, computed independently with the source bundles; the threshold is
+    recalibrated on the combined scores; a member with another input size or a file that is not a frame model is
+    refused with its name."""
+    from trainer.bundle_scores import load_items, read_crops
+
+    tmp, runs, prep, bundle = pipeline
+    # a second member: the same tiny recipe with another seed, in its own bundle
+    r2 = tmp_path / "runs"
+    assert main(["--runs", str(r2), "fit", "--method", "anl", "--config", "trainer/configs/anl.tiny.yaml", "--data",
+                 str(prep), "--set", "anl.regulariser=off", "--set", "train.steps=2", "--set", "seed=7"]) == 0
+    b2 = tmp_path / "b2"
+    assert main(["--runs", str(r2), "bundle", "--out", str(b2), "--frame", str(next(r2.glob("anl-*/fit/checkpoint.pt"))),
+                 "--calib-data", str(prep), "--calib-split", "", "--exporter", "torchscript"]) == 0
+    out = tmp_path / "combined"
+    assert main(["--runs", str(r2), "combine", "--bundle", str(bundle), "--out", str(out), "--member", str(b2),
+                 "--hflip", "--calib-data", str(prep), "--calib-split", "", "--target-fpr", "0.2",
+                 "--version", "9"]) == 0
+    items = load_items(prep)
+    crops = read_crops([it.path for it in items[:12]])
+    mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+    ref = np.mean([_frame_logits(b, c) for b in (bundle, b2) for c in (crops, mirrored)], axis=0)
+    got = _frame_logits(out, crops)
+    assert np.abs(got - ref).max() < 1e-3
+    # the flip changes the score of a single member (else the test would not see a missing flip)
+    assert np.abs(_frame_logits(bundle, crops) - _frame_logits(bundle, mirrored)).max() > 1e-4
+    cb = load_bundle(out)
+    rec = cb.manifest.provenance["frame_combination"]
+    assert cb.version_string.endswith("@9") and rec["hflip"] and len(rec["members"]) == 2
+    assert rec["members"][1]["provenance"]["bundle"] == load_bundle(b2).version_string
+    assert rec["parity_max_abs"] < 1e-4 and cb.manifest.metrics == {}
+    # the threshold is the 20 % FPR point of the combined model's real scores (serving path)
+    from trainer.bundle_scores import frame_probabilities, open_scorers
+    from trainer.calibrate import threshold_at_fpr
+
+    reals = [it.path for it in items if it.label == 0]
+    with open_scorers(cb) as (frame, _):
+        p = frame_probabilities(frame, reals)
+    assert cb.manifest.frame.threshold == pytest.approx(threshold_at_fpr(p, 0.2))
+    assert cb.manifest.temporal is not None  # the temporal model and fusion come along
+    # bad input: a member of another input size, a file that is not ONNX
+    import torch
+    from torch import nn
+
+    other = tmp_path / "other.onnx"
+    torch.onnx.export(nn.Sequential(nn.Conv2d(3, 1, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval(),
+                      (torch.zeros(1, 3, 48, 48),), str(other), input_names=["input"], output_names=["logit"],
+                      dynamic_axes={"input": {0: "batch"}, "logit": {0: "batch"}}, opset_version=18, dynamo=False)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    for member, words in ((other, ("different input sizes", "other.onnx (48)")), (junk, ("junk.onnx", "not a valid ONNX"))):
+        r = _cli("--runs", str(r2), "combine", "--bundle", str(bundle), "--out", str(tmp_path / "bad"), "--member",
+                 str(member), "--calib-data", str(prep), "--calib-split", "")
+        assert r.returncode == 2, r.stderr
+        assert all(w in r.stderr for w in words), r.stderr

@@ -10,6 +10,7 @@ Commands::
     fakewatch-train export  --checkpoint CK --out DIR                     ONNX (+fp16) with parity check
     fakewatch-train bundle  --out DIR [--frame CK] [--difffake CK] [--calib-data PREPARED]
     fakewatch-train soup    CK [CK ...] [--onnx-frame FILE] --out CK       weight average of frame detectors
+    fakewatch-train combine --bundle B --out DIR [--member M] [--hflip]   logit ensemble / flip averaging
 
 Every command writes a run folder ``<runs>/<command or method>-<UTC timestamp>/`` with the resolved
 configuration (``config.yaml``), the log (``log.txt``) and the result (``metrics.json``); training
@@ -143,6 +144,18 @@ def cmd_soup(a: argparse.Namespace) -> dict[str, Any]:
 
     record = soup_checkpoints(a.checkpoints, a.out, onnx_frames=a.onnx_frame or [], template=a.template)
     print(f"soup of {len(record['members'])} members: {a.out}")
+    return record
+
+
+def cmd_combine(a: argparse.Namespace) -> dict[str, Any]:
+    from trainer.bundle_scores import load_items
+    from trainer.combine import combine_bundle
+
+    calib = load_items(a.calib_data, [a.calib_split] if a.calib_split else None) if a.calib_data else None
+    record = combine_bundle(a.bundle, a.out, a.member or [], a.hflip, calib, a.calib_data, a.calib_split,
+                            a.target_fpr, a.version, a.tol, a.batch)
+    print(f"combined {len(record['members'])} member(s){' with hflip' if a.hflip else ''}: {a.out} "
+          f"(threshold {record['threshold']:.4f} at {a.target_fpr:g} FPR; parity {record['parity_max_abs']:.2g})")
     return record
 
 
@@ -288,17 +301,32 @@ def build_parser() -> argparse.ArgumentParser:
                     "(repeatable; read by graph structure, checked against ONNX Runtime)")
     sp.add_argument("--template", help="checkpoint whose method/config the soup keeps (default: the first)")
     sp.add_argument("--out", required=True, help="output checkpoint (.pt)")
+
+    sp = sub.add_parser("combine", help="a bundle copy whose frame model is a logit ensemble of its frame.onnx and "
+                        "other members, optionally averaged over a horizontal flip (one ONNX graph; recalibrated)")
+    sp.add_argument("--bundle", required=True, help="source bundle (its frame.onnx is the first member)")
+    sp.add_argument("--out", required=True, help="output bundle folder (replaced)")
+    sp.add_argument("--member", action="append", help="another frame model: a bundle folder or a frame .onnx of "
+                    "the same input size (repeatable)")
+    sp.add_argument("--hflip", action="store_true", help="average every member over the crop and its mirror image")
+    sp.add_argument("--calib-data", required=True, help="prepared-crops folder for threshold calibration")
+    sp.add_argument("--calib-split", default="val", help="manifest split used for calibration ('' = all)")
+    sp.add_argument("--target-fpr", type=float, default=0.01)
+    sp.add_argument("--version", help="bundle version of the copy (default: the source's)")
+    sp.add_argument("--tol", type=float, default=1e-4, help="max abs logit difference against the members")
+    sp.add_argument("--batch", type=int, default=32)
     return p
 
 
 COMMANDS = {"prepare": cmd_prepare, "reconstruct": cmd_reconstruct, "eval": cmd_eval, "export": cmd_export,
-            "bundle": cmd_bundle, "soup": cmd_soup}
+            "bundle": cmd_bundle, "soup": cmd_soup, "combine": cmd_combine}
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input (a file, a config key, a method name): one line and exit status 2."""
     from detectors.bundle import BundleError
     from detectors.runtime import RuntimeError_
+    from trainer.combine import CombineError
     from trainer.data.records import DatasetLayoutError
     from trainer.evaluate import EvalError
     from trainer.export import ExportError
@@ -306,7 +334,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from trainer.soup import SoupError
     from trainer.train_loop import ConfigError
 
-    return (UsageError, BundleError, ConfigError, DatasetLayoutError, EvalError, ExportError, MethodError,
+    return (UsageError, BundleError, CombineError, ConfigError, DatasetLayoutError, EvalError, ExportError, MethodError,
             RuntimeError_, SoupError, FileNotFoundError)
 
 
