@@ -437,6 +437,7 @@ def cmd_readme(bundle: Path, notes: Path | None) -> dict:
 def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Path) -> str:
     fr, tp = man.get("frame") or {}, man.get("temporal") or {}
     pre = (man.get("provenance") or {}).get("pretrained")
+    comb = (man.get("provenance") or {}).get("frame_combination")
     kb = {rel: f"{(bundle / rel).stat().st_size / 1024:.0f} KiB" for rel in ("frame.onnx", "embed.onnx", "gmm.npz")
           if (bundle / rel).is_file()}
     lines = [
@@ -452,7 +453,10 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
         "|---|---|",
         f"| `frame.onnx` ({kb.get('frame.onnx')}) | {fr.get('method')} frame detector: `{fr.get('backbone')}` "
         f"{'fine-tuned from ImageNet weights' if pre else 'from scratch'}, "
-        f"{fr.get('input_size')} px, (x/255-0.5)/0.5, output logit; threshold {fr.get('threshold', 0):.4f} "
+        + (f"mean logit of {len(comb['members'])} such networks"
+           + (" over the crop and its mirror image" if comb.get("hflip") else "")
+           + " (one graph, `fakewatch-train combine`: provenance.frame_combination), " if comb else "")
+        + f"{fr.get('input_size')} px, (x/255-0.5)/0.5, output logit; threshold {fr.get('threshold', 0):.4f} "
         "(1 % FPR on val reals) |",
         f"| `embed.onnx` ({kb.get('embed.onnx')}) + `gmm.npz` ({kb.get('gmm.npz')}) | DiffFake temporal model: `{tp.get('backbone')}` embedder "
         f"({tp.get('input_size')} px), GMM over (a-b)^2 pair vectors; threshold (fakeness = -mean pair log-lik) "

@@ -274,7 +274,7 @@ def test_combine_is_the_mean_logit_over_members_and_mirror_images(pipeline, tmp_
     out = tmp_path / "combined"
     assert main(["--runs", str(r2), "combine", "--bundle", str(bundle), "--out", str(out), "--member", str(b2),
                  "--hflip", "--calib-data", str(prep), "--calib-split", "", "--target-fpr", "0.2",
-                 "--version", "9"]) == 0
+                 "--version", "9", "--fusion-data", str(prep), "--fusion-min-videos", "4"]) == 0
     items = load_items(prep)
     crops = read_crops([it.path for it in items[:12]])
     mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
@@ -287,7 +287,13 @@ def test_combine_is_the_mean_logit_over_members_and_mirror_images(pipeline, tmp_
     rec = cb.manifest.provenance["frame_combination"]
     assert cb.version_string.endswith("@9") and rec["hflip"] and len(rec["members"]) == 2
     assert rec["members"][1]["provenance"]["bundle"] == load_bundle(b2).version_string
-    assert rec["parity_max_abs"] < 1e-4 and cb.manifest.metrics == {}
+    assert rec["parity_max_abs"] < 1e-4 and rec["fusion_refitted"]
+    # the fusion was fitted again on the combined model (its own measured frame AUC), not copied
+    assert cb.manifest.fusion["fitted_on"].startswith(str(prep)) and cb.manifest.metrics == {"fusion": cb.manifest.fusion}
+    from trainer.calibrate import fit_fusion
+
+    again = fit_fusion(cb, load_items(prep), min_videos=4)
+    assert cb.manifest.fusion["components"]["frame"]["video_auc"] == pytest.approx(again["components"]["frame"]["video_auc"])
     # the threshold is the 20 % FPR point of the combined model's real scores (serving path)
     from trainer.bundle_scores import frame_probabilities, open_scorers
     from trainer.calibrate import threshold_at_fpr

@@ -152,8 +152,10 @@ def cmd_combine(a: argparse.Namespace) -> dict[str, Any]:
     from trainer.combine import combine_bundle
 
     calib = load_items(a.calib_data, [a.calib_split] if a.calib_split else None) if a.calib_data else None
+    fusion = load_items(a.fusion_data, [a.fusion_split] if a.fusion_split else None) if a.fusion_data else None
     record = combine_bundle(a.bundle, a.out, a.member or [], a.hflip, calib, a.calib_data, a.calib_split,
-                            a.target_fpr, a.version, a.tol, a.batch)
+                            a.target_fpr, a.version, a.tol, a.batch, fusion, a.fusion_data, a.fusion_split,
+                            a.fusion_min_videos, a.seed)
     print(f"combined {len(record['members'])} member(s){' with hflip' if a.hflip else ''}: {a.out} "
           f"(threshold {record['threshold']:.4f} at {a.target_fpr:g} FPR; parity {record['parity_max_abs']:.2g})")
     return record
@@ -312,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--calib-data", required=True, help="prepared-crops folder for threshold calibration")
     sp.add_argument("--calib-split", default="val", help="manifest split used for calibration ('' = all)")
     sp.add_argument("--target-fpr", type=float, default=0.01)
+    sp.add_argument("--fusion-data", help="labeled validation crops: fit the fusion weights again on the combined "
+                    "model (as bundle --fusion-data); default: keep the source's fusion")
+    sp.add_argument("--fusion-split", default="")
+    sp.add_argument("--fusion-min-videos", type=int, default=5)
+    sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--version", help="bundle version of the copy (default: the source's)")
     sp.add_argument("--tol", type=float, default=1e-4, help="max abs logit difference against the members")
     sp.add_argument("--batch", type=int, default=32)

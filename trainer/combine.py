@@ -14,8 +14,9 @@ width))``), each member runs once on the doubled batch, and the two halves are a
 same input size and emit one logit per row; each is renamed with a prefix (``onnx.compose.add_prefix``) so
 initialisers and nodes never clash. The graph is checked against the members run one by one on ONNX Runtime
 (seeded input, max abs difference reported); a member file that is not such a frame model is refused with its
-name. The bundle keeps its temporal model and fusion; the frame threshold is calibrated again on real crops
-through the serving path (the combination changes the score distribution).
+name. The bundle keeps its temporal model, and its fusion unless ``fusion_items`` are given (then the fusion is
+fitted again on the combined model); the frame threshold is calibrated again on real crops through the serving
+path (the combination changes the score distribution).
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ def parity(model, paths: Sequence[str | Path], size: int, hflip: bool, n: int = 
 def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Path] = (), hflip: bool = False,
                    calib_items: list | None = None, calib_data: str | None = None, calib_split: str | None = None,
                    target_fpr: float = 0.01, version: str | None = None, tol: float = 1e-4,
-                   batch: int = 32) -> dict[str, Any]:
+                   batch: int = 32, fusion_items: list | None = None, fusion_data: str | None = None,
+                   fusion_split: str = "", fusion_min_videos: int = 5, seed: int = 0) -> dict[str, Any]:
     """A copy of bundle ``src`` whose frame model is ``src``'s frame.onnx + ``members`` combined (``hflip``),
     with its frame threshold recalibrated at ``target_fpr`` on the real crops of ``calib_items``."""
     from detectors.bundle import Manifest, load_bundle, write_bundle
@@ -249,6 +251,15 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
     }
     man.frame.threshold = thr
     man.provenance = {**man.provenance, "frame_combination": record, "target_fpr": target_fpr}
+    if fusion_items is not None:
+        from trainer.calibrate import fit_fusion
+
+        bundle = write_bundle(out, man, files)
+        fusion = fit_fusion(bundle, fusion_items, batch, seed, min_videos=fusion_min_videos, where=str(fusion_data))
+        fusion["fitted_on"] = f"{fusion_data} (split {fusion_split or 'all'})"
+        man.fusion = json.loads(json.dumps(fusion, default=float))
+        man.metrics = {"fusion": man.fusion}
+        record["fusion_refitted"] = True
     write_bundle(out, man, files)
     load_bundle(out)
     return record
