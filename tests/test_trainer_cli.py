@@ -155,6 +155,13 @@ def test_eval_through_console_entry(pipeline):
     md = (out / "metrics.md").read_text()
     assert "binarised_auc" in md and "| gen |" in md
     assert (out / "frame" / "gen" / "roc_gen.png").is_file() and (out / "temporal" / "gen" / "hist_gen.png").is_file()
+    # --models frame: the same frame rows, no temporal model scored; a model name that does not exist is bad input
+    assert main(["--runs", str(runs), "eval", "--bundle", str(bundle), "--data", str(prep), "--out", str(tmp / "ev-f"),
+                 "--models", "frame"]) == 0
+    only = json.loads((tmp / "ev-f" / "metrics_all.json").read_text())
+    assert {r["model"] for r in only} == {"frame"} and not (tmp / "ev-f" / "temporal").exists()
+    assert only[0]["frame_auc"] == pytest.approx(next(x for x in rows if x["model"] == "frame")["frame_auc"])
+    assert main(["--runs", str(runs), "eval", "--bundle", str(bundle), "--data", str(prep), "--models", "frames"]) == 2
 
 
 def test_export_command(pipeline, tmp_path):

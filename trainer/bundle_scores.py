@@ -148,14 +148,19 @@ def group_test_sets(items: list, group_by: str = "dataset") -> dict[str, list]:
 
 
 def evaluate_bundle(bundle, items: list, out_dir: Path, group_by: str = "dataset", batch: int = 32,
-                    runtime: str = "cpu", seed: int = 0) -> list[dict[str, Any]]:
-    """Score every test set with the bundle's serving scorers, write per set and model the score arrays (``scores_<model>_<set>.npz``), tables and plots, and ``metrics_all.json``."""
+                    runtime: str = "cpu", seed: int = 0,
+                    models: Sequence[str] = ("frame", "temporal")) -> list[dict[str, Any]]:
+    """Score every test set with the bundle's serving scorers, write per set and model the score arrays (``scores_<model>_<set>.npz``), tables and plots, and ``metrics_all.json``.
+
+    ``models``: which of the bundle's models to score (a model the bundle lacks is skipped either way)."""
     from trainer.evaluate import ScoreSet, write_report, write_table
     from trainer.runs import plain
 
     rows: list[dict[str, Any]] = []
     m = bundle.manifest
     with open_scorers(bundle, runtime) as (frame, embed):
+        frame = frame if "frame" in models else None
+        embed = embed if "temporal" in models else None
         for name, its in group_test_sets(items, group_by).items():
             safe = name.replace("/", "_")
             if frame is not None:

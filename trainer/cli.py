@@ -169,7 +169,10 @@ def cmd_eval(a: argparse.Namespace) -> dict[str, Any]:
     items = [it for d in a.data for it in load_items(d, a.split or None)]
     out = Path(a.out) if a.out else a._run.path / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    rows = evaluate_bundle(bundle, items, out, a.group_by, a.batch, a.runtime, a.seed)
+    models = [x.strip() for x in a.models.split(",") if x.strip()]
+    if not models or set(models) - {"frame", "temporal"}:
+        raise UsageError(f"--models {a.models!r}: expected frame, temporal or frame,temporal")
+    rows = evaluate_bundle(bundle, items, out, a.group_by, a.batch, a.runtime, a.seed, models)
     print((out / "metrics.md").read_text())
     return {"bundle": str(bundle.root), "bundle_version": bundle.version_string, "out": str(out), "rows": rows}
 
@@ -266,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=32)
     sp.add_argument("--runtime", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"))
     sp.add_argument("--seed", type=int, default=0, help="seed of DiffFake pair sampling")
+    sp.add_argument("--models", default="frame,temporal",
+                    help="which of the bundle's models to score: frame, temporal or frame,temporal (default)")
 
     sp = sub.add_parser("export", help="export a checkpoint to ONNX (+ fp16) with a parity check")
     sp.add_argument("--checkpoint", required=True)

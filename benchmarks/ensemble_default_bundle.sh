@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Frame-model combinations of the default bundle (2026-12-03): @5's frame detector with horizontal-flip averaging,
+# a third 256 px seed of @5's recipe, and their logit ensemble (with and without the flip), each one ONNX graph
+# built by `fakewatch-train combine`, recalibrated at 1 % FPR on the val reals and scored on the same sets as @5.
+# Run from anywhere; needs the data cache of benchmarks/train_default_bundle.sh (steps 1-4) and @5 in git ($V5).
+#
+#   benchmarks/ensemble_default_bundle.sh     # about 1 h 40 min on an idle 2-core box, no GPU
+#
+# Candidates: A = @5 as shipped; B = A + hflip; C = seed 2 alone; D = ensemble(A, C); E = D + hflip.
+# Choice rule (written down before any candidate was scored): among the candidates that keep up in
+# `fakewatch bench --scene single --streams 2 --fps 5 --seconds 30` (no frame dropped), the one with the highest
+# mean frame AUC over the six fakes_dev families against the held-out test reals ships, if it beats A by >= 0.01;
+# otherwise A stays. fakes_dev is used for validation and model choice only, never as training data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=.venv/bin/fakewatch-train
+R=${R:-runs/ensemble}
+C=data-cache/default-bundle
+SPLIT=$C/split4
+V5=${V5:-ca79ab1}   # a commit whose detectors/bundles/default is fakewatch-default@5
+mkdir -p $R/bundle-A
+for f in manifest.json frame.onnx embed.onnx gmm.npz README.md; do
+  git show $V5:detectors/bundles/default/$f > $R/bundle-A/$f
+done
+CMDS=$R/commands.txt
+[ -f $CMDS ] || : > $CMDS
+run() { echo "$*" >> $CMDS; "$@"; }
+ev() { [ -f $2/metrics_all.json ] || run $T --runs $R eval --bundle $1 --data $C/testsets4 --data $C/fakesdev4 \
+  --group-by dataset+method --out $2; }
+export OMP_NUM_THREADS=2
+ev $R/bundle-A $R/eval-A
+[ -d $R/bundle-B ] || run $T --runs $R combine --bundle $R/bundle-A --out $R/bundle-B --hflip --calib-data $SPLIT \
+  --calib-split val --target-fpr 0.01 --version 5-hflip
+ev $R/bundle-B $R/eval-B
+# seed 2 of @5's recipe (frame4.yaml at 256 px; about 41 min on an idle box)
+[ -n "$(ls -d $R/frame-256-s2/*/fit 2>/dev/null)" ] || run $T --runs $R/frame-256-s2 fit --method anl \
+  --config trainer/configs/default-bundle/frame4.yaml --data $SPLIT --set seed=2 --set data.recon=$C/recon4 \
+  --set model.image_size=256
+S2=$(ls -d $R/frame-256-s2/*/ | sort | tail -1)fit/best.pt
+[ -d $R/bundle-C ] || run $T --runs $R bundle --out $R/bundle-C --frame $S2 --calib-data $SPLIT --calib-split val \
+  --target-fpr 0.01 --name fakewatch-default-frame-256-s2 --version 6 --no-fp16
+[ -d $R/bundle-D ] || run $T --runs $R combine --bundle $R/bundle-A --out $R/bundle-D --member $R/bundle-C \
+  --calib-data $SPLIT --calib-split val --target-fpr 0.01 --version 6-ens
+[ -d $R/bundle-E ] || run $T --runs $R combine --bundle $R/bundle-A --out $R/bundle-E --member $R/bundle-C --hflip \
+  --calib-data $SPLIT --calib-split val --target-fpr 0.01 --version 6-ens-hflip
+for x in C D E; do ev $R/bundle-$x $R/eval-$x; done
+.venv/bin/python - $R <<'PYEOF'
+import json, sys
+r = sys.argv[1]
+def mean(n):
+    rows = json.load(open(f"{r}/eval-{n}/metrics_all.json"))
+    a = [x["frame_auc"] for x in rows if x["model"] == "frame" and x["set"].startswith("fakes_dev/")]
+    assert len(a) == 6, a
+    return sum(a) / 6, min(a)
+for n in "ABCDE":
+    print(f"{n}: six-family mean frame AUC {mean(n)[0]:.4f}, worst {mean(n)[1]:.3f}")
+PYEOF
