@@ -26,7 +26,7 @@ CMDS=$R/commands.txt
 [ -f $CMDS ] || : > $CMDS
 run() { echo "$*" >> $CMDS; "$@"; }
 ev() { [ -f $2/metrics_all.json ] || run $T --runs $R eval --bundle $1 --data $C/testsets4 --data $C/fakesdev4 \
-  --group-by dataset+method --out $2; }
+  --group-by dataset+method --models frame --out $2; }
 export OMP_NUM_THREADS=2
 ev $R/bundle-A $R/eval-A
 [ -d $R/bundle-B ] || run $T --runs $R combine --bundle $R/bundle-A --out $R/bundle-B --hflip --calib-data $SPLIT \
