@@ -204,8 +204,19 @@ def torch_classifier(manifest) -> tuple[Any, int, str]:
     return model, size, desc + ", random weights (speed only)"
 
 
+def frame_passes(manifest) -> tuple[int, bool]:
+    """(networks, mirror) of the bundle's frame model: a ``fakewatch-train combine`` graph runs each of its member
+    networks once per view (the crop, and its mirror image with ``hflip``); a plain frame model is (1, False)."""
+    comb = ((getattr(manifest, "provenance", None) or {}).get("frame_combination") or {}) if manifest is not None else {}
+    return max(1, len(comb.get("members") or ())), bool(comb.get("hflip"))
+
+
 def run_baseline(clip: Path, seconds: float, detector, manifest, device: str = "cpu") -> PhaseResult:
-    """Decode every frame, detect, classify each face one at a time in torch eager (on ``device``)."""
+    """Decode every frame, detect, classify each face one at a time in torch eager (on ``device``).
+
+    A combined frame model (several networks, mirror views) is matched pass for pass: the baseline runs its network
+    once per member and view, so it does the same arithmetic as the bundle's graph.
+    """
     import av
     import cv2
     import torch
@@ -214,6 +225,7 @@ def run_baseline(clip: Path, seconds: float, detector, manifest, device: str = "
 
     model, size, desc = torch_classifier(manifest)
     model = model.to(device)
+    networks, mirror = frame_passes(manifest)
     crop = manifest.crop if manifest is not None else None
     crop_size, crop_scale = (crop.size, crop.scale) if crop is not None else (256, 1.3)
     mean = np.array([0.5, 0.5, 0.5], np.float32)
@@ -253,7 +265,11 @@ def run_baseline(clip: Path, seconds: float, detector, manifest, device: str = "
                 if x.shape[0] != size:
                     x = cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR)
                 t = torch.from_numpy(((x.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)[None].copy())
-                model(t.to(device)).cpu()  # .cpu(): on CUDA, wait for the result like a real script
+                t = t.to(device)
+                for _ in range(networks):
+                    model(t).cpu()  # .cpu(): on CUDA, wait for the result like a real script
+                    if mirror:
+                        model(t.flip(-1)).cpu()
             d = time.perf_counter()
             timings["decode"].append(b - a)
             timings["detect"].append(c - b)
@@ -264,7 +280,9 @@ def run_baseline(clip: Path, seconds: float, detector, manifest, device: str = "
         elapsed = time.monotonic() - t0
     stages = {k: (percentile(v, 0.5), percentile(v, 0.95)) for k, v in timings.items()}
     return PhaseResult("naive baseline (1 stream, every frame)", elapsed, frames, faces, rss.peak / 2**20, stages,
-                       note=f"torch eager {desc}, batch 1, {device}")
+                       note=f"torch eager {desc}, batch 1, {device}"
+                       + (f", {networks * (2 if mirror else 1)} passes per face (combined frame model)"
+                          if networks > 1 or mirror else ""))
 
 
 # --- 2./3. pipeline --------------------------------------------------------------------------------------

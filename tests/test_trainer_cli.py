@@ -310,6 +310,10 @@ def test_combine_is_the_mean_logit_over_members_and_mirror_images(pipeline, tmp_
         p = frame_probabilities(frame, reals)
     assert cb.manifest.frame.threshold == pytest.approx(threshold_at_fpr(p, 0.2))
     assert cb.manifest.temporal is not None  # the temporal model and fusion come along
+    # `fakewatch bench`'s naive baseline matches the combined graph pass for pass (2 networks x 2 views)
+    from daemon.bench import frame_passes
+
+    assert frame_passes(cb.manifest) == (2, True) and frame_passes(load_bundle(bundle).manifest) == (1, False)
     # bad input: a member of another input size, a file that is not ONNX
     import torch
     from torch import nn
