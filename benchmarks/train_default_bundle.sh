@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The command sequence that built detectors/bundles/default/ (fakewatch-default@5; see its README.md).
+# The command sequence that built fakewatch-default@5 (git show 7ccb5ff:detectors/bundles/default/README.md).
+# The shipped default bundle, @6, is @5 with a combined frame model: benchmarks/ensemble_default_bundle.sh runs after
+# this script (its data cache) and builds it from @5.
 # (@4's script, with its family ablation: git show bedc83c:benchmarks/train_default_bundle.sh; @3's: e1e6d43.)
 # Run from anywhere; everything is relative to the repository root; ../shared/data and
 # ../shared/models/taef2 must exist. Outputs: data-cache/ and runs/default-bundle-5/ (both gitignored); the
