@@ -207,7 +207,8 @@ def torch_classifier(manifest) -> tuple[Any, int, str]:
 def frame_passes(manifest) -> tuple[int, bool]:
     """(networks, mirror) of the bundle's frame model: a ``fakewatch-train combine`` graph runs each of its member
     networks once per view (the crop, and its mirror image with ``hflip``); a plain frame model is (1, False)."""
-    comb = ((getattr(manifest, "provenance", None) or {}).get("frame_combination") or {}) if manifest is not None else {}
+    prov = (manifest.provenance if manifest is not None else None) or {}
+    comb = prov.get("frame_combination") or {}
     return max(1, len(comb.get("members") or ())), bool(comb.get("hflip"))
 
 
