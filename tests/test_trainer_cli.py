@@ -77,7 +77,7 @@ def pipeline(tmp_path_factory):
 def test_help_lists_every_command():
     r = _cli("--help")
     assert r.returncode == 0
-    for cmd in ("prepare", "reconstruct", "prior", "fit", "eval", "export", "bundle"):
+    for cmd in ("prepare", "reconstruct", "prior", "fit", "eval", "export", "bundle", "soup", "combine", "landmark-model"):
         assert cmd in r.stdout
 
 

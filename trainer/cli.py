@@ -139,6 +139,14 @@ def cmd_reconstruct(a: argparse.Namespace) -> dict[str, Any]:
                              limit=a.limit)
 
 
+def cmd_landmark_model(a: argparse.Namespace) -> dict[str, Any]:
+    from trainer.landmarks import FACE_MESH_SHA256, extract_face_mesh
+
+    out = extract_face_mesh(a.wheel, a.out)
+    print(f"face mesh: {out} (sha256 {FACE_MESH_SHA256})")
+    return {"output": str(out), "sha256": FACE_MESH_SHA256}
+
+
 def cmd_soup(a: argparse.Namespace) -> dict[str, Any]:
     from trainer.soup import soup_checkpoints
 
@@ -259,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--limit", type=int, default=None, help="stop after N crops in the index")
 
+    sp = sub.add_parser("landmark-model", help="take MediaPipe's face-mesh model (data.landmarker: mediapipe) out of a "
+                        "local mediapipe==0.10.21 wheel (pip download mediapipe==0.10.21 --no-deps; never installed)")
+    sp.add_argument("--wheel", required=True, help="the downloaded mediapipe-0.10.21-*.whl")
+    sp.add_argument("--out", required=True, help="where to write face_landmark.tflite")
+
     sp = sub.add_parser("eval", help="evaluate a bundle on prepared test data: tables and plots")
     sp.add_argument("--bundle", required=True)
     sp.add_argument("--data", required=True, action="append", help="prepared-crops folder; repeatable")
@@ -331,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"prepare": cmd_prepare, "reconstruct": cmd_reconstruct, "eval": cmd_eval, "export": cmd_export,
-            "bundle": cmd_bundle, "soup": cmd_soup, "combine": cmd_combine}
+            "bundle": cmd_bundle, "soup": cmd_soup, "combine": cmd_combine, "landmark-model": cmd_landmark_model}
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
@@ -342,12 +355,13 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from trainer.data.records import DatasetLayoutError
     from trainer.evaluate import EvalError
     from trainer.export import ExportError
+    from trainer.landmarks import LandmarkError
     from trainer.methods import MethodError
     from trainer.soup import SoupError
     from trainer.train_loop import ConfigError
 
-    return (UsageError, BundleError, CombineError, ConfigError, DatasetLayoutError, EvalError, ExportError, MethodError,
-            RuntimeError_, SoupError, FileNotFoundError)
+    return (UsageError, BundleError, CombineError, ConfigError, DatasetLayoutError, EvalError, ExportError, LandmarkError,
+            MethodError, RuntimeError_, SoupError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

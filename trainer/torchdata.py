@@ -245,7 +245,8 @@ class PseudoFakePairs(Dataset):
     size: model input side (crops are resized after blending). normalisation: the bundle's.
     kind: ``"sbi"`` | ``"difffake"`` | ``"blend"`` (cross-identity, source = a random crop of
     another identity) | ``"mix"`` (draws per item with ``mix_weights`` over sbi/difffake/blend).
-    landmarker: a :class:`~trainer.landmarks.Landmarker` or its name (built lazily in each worker).
+    landmarker: a :class:`~trainer.landmarks.Landmarker`, its name or a spec dict ({name: mediapipe, model_path: ...};
+        built lazily in each worker).
     branches: items become dicts ``{"real", "fake", "source", "target", "real_clean", "fake_clean"}``:
     ``real`` / ``fake`` are the detector inputs; the rest are DiffusionFake's reconstruction images
     (methods.md §3.2), resized to ``size``, in [-1, 1], never augmented: ``source`` / ``target`` = the two
@@ -259,7 +260,7 @@ class PseudoFakePairs(Dataset):
 
     def __init__(self, crop_paths: Sequence[CropItem | str | Path], size: int = 256,
                  normalisation: Normalisation | None = None, cfg: PseudoFakeConfig | None = None, seed: int = 0,
-                 landmarker: Landmarker | str = "template", kind: PairKind = "sbi",
+                 landmarker: Landmarker | str | dict = "template", kind: PairKind = "sbi",
                  mix_weights: dict[str, float] | None = None, branches: bool = False,
                  augment: Any = None, recon_index: str | Path | dict | None = None,
                  p_recon_local: float = 0.3) -> None:
@@ -287,7 +288,7 @@ class PseudoFakePairs(Dataset):
         self.branches = bool(branches)
         self.augment = DetectorAugment.from_spec(augment)
         self._landmarker_spec = landmarker
-        self._landmarker: Landmarker | None = None if isinstance(landmarker, str) else landmarker
+        self._landmarker: Landmarker | None = None if isinstance(landmarker, (str, dict)) else landmarker
         self.epoch = 0
         ids = [it.identity or it.video_uid for it in self.items]
         self._ids = np.asarray(ids, dtype=object)
@@ -334,7 +335,7 @@ class PseudoFakePairs(Dataset):
     def landmarker(self) -> Landmarker:
         if self._landmarker is None:
             spec = self._landmarker_spec
-            self._landmarker = build_landmarker(spec) if isinstance(spec, str) else TemplateLandmarker()
+            self._landmarker = build_landmarker(spec) if isinstance(spec, (str, dict)) else TemplateLandmarker()
         return self._landmarker
 
     def _landmarks(self, it: CropItem, crop: np.ndarray) -> np.ndarray:
