@@ -9,13 +9,15 @@
 #   pip download mediapipe==0.10.21 --no-deps -d wheels/          # the wheel is only unpacked, never installed
 #   .venv/bin/pip install -e '.[train-mediapipe]'
 #   .venv/bin/fakewatch-train landmark-model --wheel wheels/mediapipe-0.10.21-*.whl --out data-cache/models/face_landmark.tflite
-#   benchmarks/landmarks_default_bundle.sh    # about 55 min on an idle 2-core box, no GPU
+#   benchmarks/landmarks_default_bundle.sh    # about 1 h 30 min on an idle 2-core box, no GPU (two mesh runs)
 #
-# Arms: A = @5 as shipped (template landmarks, seed 1); M = the same command with data.landmarker = mediapipe.
-# Rule (written down before M was scored): M is reported against A (six-family fakes_dev mean and worst frame AUC,
-# every set). Nothing ships from this script: one run per arm cannot separate the landmark source from the
-# run-to-run spread (0.007 on the six-family mean between two runs of one command, docs/default-bundle.md). If M
-# beats A by >= 0.01 on the six-family mean, the mesh recipe becomes the member recipe of the next ensemble round.
+# Arms, two seeds each: template = @5's seed-1 network (A, @5 as shipped) and the seed-2 network of the same recipe
+# (T2, @6's second member; trained here unless ensemble_default_bundle.sh's run is found); mesh = the same commands
+# with data.landmarker = mediapipe (M1, M2).
+# Rule (written down before any mesh run was scored): the mesh arm is reported against the template arm, seed by
+# seed and as the mean over both seeds (six-family fakes_dev mean and worst frame AUC, every set). Nothing ships
+# from this script. If the mesh arm's mean beats the template arm's by >= 0.01 on the six-family mean, the mesh
+# recipe becomes the member recipe of the next ensemble round; otherwise the template stays the default.
 # fakes_dev is used for validation and model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,24 +38,45 @@ run() { echo "$*" >> $CMDS; "$@"; }
 ev() { [ -f $2/metrics_all.json ] || run $T --runs $R eval --bundle $1 --data $C/testsets4 --data $C/fakesdev4 \
   --group-by dataset+method --models frame --out $2; }
 export OMP_NUM_THREADS=2
-[ -n "$(ls -d $R/frame-256-s1-mesh/*/fit 2>/dev/null)" ] || run $T --runs $R/frame-256-s1-mesh fit --method anl \
-  --config trainer/configs/default-bundle/frame4.yaml --data $SPLIT --set seed=1 --set data.recon=$C/recon4 \
-  --set model.image_size=256 --set "data.landmarker={name: mediapipe, model_path: $MESH}"
-SM=$(ls -d $R/frame-256-s1-mesh/*/ | sort | tail -1)fit/best.pt
-[ -d $R/bundle-M ] || run $T --runs $R bundle --out $R/bundle-M --frame $SM --calib-data $SPLIT --calib-split val \
-  --target-fpr 0.01 --name fakewatch-default-frame-256-s1-mesh --version 6-mesh --no-fp16
-ev $R/bundle-M $R/eval-M
-ev $R/bundle-A $R/eval-A
+fit() {  # fit <run folder> <seed> [extra --set ...]
+  local d=$1 seed=$2; shift 2
+  [ -n "$(ls -d $d/*/fit 2>/dev/null)" ] || run $T --runs $d fit --method anl \
+    --config trainer/configs/default-bundle/frame4.yaml --data $SPLIT --set seed=$seed --set data.recon=$C/recon4 \
+    --set model.image_size=256 "$@"
+}
+bundle() {  # bundle <out> <run folder> <name> <version>
+  [ -d $1 ] || run $T --runs $R bundle --out $1 --frame $(ls -d $2/*/ | sort | tail -1)fit/best.pt --calib-data $SPLIT \
+    --calib-split val --target-fpr 0.01 --name $3 --version $4 --no-fp16
+}
+for s in ${SEEDS:-1 2}; do
+  fit $R/frame-256-s$s-mesh $s --set "data.landmarker={name: mediapipe, model_path: $MESH}"
+  bundle $R/bundle-M$s $R/frame-256-s$s-mesh fakewatch-default-frame-256-s$s-mesh 6-mesh
+done
+# the template arm's seed 2 (ensemble_default_bundle.sh's run when present: the same command)
+E=runs/ensemble
+if [ ! -d $R/bundle-T2 ] && [ -f $E/bundle-C/manifest.json ]; then
+  cp -r $E/bundle-C $R/bundle-T2
+  if [ -f $E/eval-C/metrics_all.json ]; then cp -r $E/eval-C $R/eval-T2; fi   # the same eval command, same data
+fi
+if [ ! -d $R/bundle-T2 ]; then fit $R/frame-256-s2 2; bundle $R/bundle-T2 $R/frame-256-s2 fakewatch-default-frame-256-s2 6; fi
+for n in A T2 $(for s in ${SEEDS:-1 2}; do echo M$s; done); do ev $R/bundle-$n $R/eval-$n; done
 .venv/bin/python - $R <<'PYEOF'
-import json, sys
+import json, os, sys
 r = sys.argv[1]
-rows = {n: {x["set"]: x for x in json.load(open(f"{r}/eval-{n}/metrics_all.json")) if x["model"] == "frame"} for n in "AM"}
-print(f"{'set':28s} {'A (template)':>22s} {'M (mesh)':>22s}")
+arms = [n for n in ("A", "T2", "M1", "M2") if os.path.isfile(f"{r}/eval-{n}/metrics_all.json")]
+rows = {n: {x["set"]: x for x in json.load(open(f"{r}/eval-{n}/metrics_all.json")) if x["model"] == "frame"} for n in arms}
+print(f"{'set':28s}" + "".join(f"{n:>20s}" for n in arms))
 for s in rows["A"]:
-    c = [f"{rows[n][s]['frame_auc']:.3f}/{rows[n][s]['video_auc']:.3f}/{rows[n][s]['tpr@1%fpr']:.3f}" for n in "AM"]
-    print(f"{s:28s} {c[0]:>22s} {c[1]:>22s}")
-for n in "AM":
+    print(f"{s:28s}" + "".join(f"{rows[n][s]['frame_auc']:>8.3f}/{rows[n][s]['video_auc']:.3f}/{rows[n][s]['tpr@1%fpr']:.3f}"[-20:].rjust(20) for n in arms))
+six = {}
+for n in arms:
     a = [x["frame_auc"] for s, x in rows[n].items() if s.startswith("fakes_dev/")]
     assert len(a) == 6, a
-    print(f"{n}: six-family mean frame AUC {sum(a) / 6:.4f}, worst {min(a):.3f}")
+    six[n] = (sum(a) / 6, min(a))
+    print(f"{n}: six-family mean frame AUC {six[n][0]:.4f}, worst {six[n][1]:.3f}")
+for arm, names in (("template", ["A", "T2"]), ("mesh", ["M1", "M2"])):
+    got = [six[n] for n in names if n in six]
+    if got:
+        print(f"{arm} arm ({len(got)} seeds): mean six-family {sum(g[0] for g in got) / len(got):.4f}, "
+              f"mean worst {sum(g[1] for g in got) / len(got):.3f}")
 PYEOF
