@@ -18,6 +18,10 @@
 # seed and as the mean over both seeds (six-family fakes_dev mean and worst frame AUC, every set). Nothing ships
 # from this script. If the mesh arm's mean beats the template arm's by >= 0.01 on the six-family mean, the mesh
 # recipe becomes the member recipe of the next ensemble round; otherwise the template stays the default.
+# That round's candidate (added before the second mesh run was scored) is built and frame-scored here when the rule
+# passes: F = ensemble(M1, M2) with mirror averaging (four passes per face, as @6), recalibrated at 1 % FPR. F would
+# replace @6 only in a later session, after the full eval, scan, bench and demo, if it keeps up in `fakewatch bench
+# --scene single --streams 2 --fps 5 --seconds 30` and its six-family mean beats @6's (0.865) by >= 0.01.
 # fakes_dev is used for validation and model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,4 +83,21 @@ for arm, names in (("template", ["A", "T2"]), ("mesh", ["M1", "M2"])):
     if got:
         print(f"{arm} arm ({len(got)} seeds): mean six-family {sum(g[0] for g in got) / len(got):.4f}, "
               f"mean worst {sum(g[1] for g in got) / len(got):.3f}")
+if all(n in six for n in ("A", "T2", "M1", "M2")):
+    gain = (six["M1"][0] + six["M2"][0] - six["A"][0] - six["T2"][0]) / 2
+    print(f"mesh arm - template arm: {gain:+.4f} on the six-family mean: rule {'passed' if gain >= 0.01 else 'not passed'}")
+    if gain >= 0.01:
+        open(f"{r}/mesh-wins", "w").write(f"{gain:.4f}\n")
+PYEOF
+[ -f $R/mesh-wins ] || exit 0
+[ -d $R/bundle-F ] || run $T --runs $R combine --bundle $R/bundle-M1 --out $R/bundle-F --member $R/bundle-M2 --hflip \
+  --calib-data $SPLIT --calib-split val --target-fpr 0.01 --version 7-candidate-F
+ev $R/bundle-F $R/eval-F
+.venv/bin/python - $R <<'PYEOF'
+import json, sys
+r = sys.argv[1]
+a = [x["frame_auc"] for x in json.load(open(f"{r}/eval-F/metrics_all.json"))
+     if x["model"] == "frame" and x["set"].startswith("fakes_dev/")]
+assert len(a) == 6, a
+print(f"F: six-family mean frame AUC {sum(a) / 6:.4f}, worst {min(a):.3f} (@6: 0.865 / 0.703)")
 PYEOF
