@@ -31,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 
 from detectors.faces.align import crop_template, similarity_transform, transform_points
@@ -200,8 +201,6 @@ class MediaPipeLandmarker:
 
     def mesh(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
         """All 468 points (crop pixels, float32 (468, 2)) and the face score in [0, 1]."""
-        import cv2
-
         if crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] != crop.shape[1]:
             raise LandmarkError(f"expected a square RGB aligned crop (S, S, 3), got shape {crop.shape}")
         size = int(crop.shape[0])
@@ -243,8 +242,6 @@ def derive_mesh_to_68(meshes: np.ndarray, shapes68: np.ndarray) -> dict:
     whose per-face distance to it is smallest on average; the jaw (0-16) only among the vertices on the
     mean mesh's 2-D convex hull (the face outline), so it follows the contour, not the cheek.
     """
-    import cv2
-
     meshes = np.asarray(meshes, np.float64)
     shapes68 = np.asarray(shapes68, np.float64)
     if meshes.ndim != 3 or meshes.shape[1:] != (FACE_MESH_POINTS, 2) or shapes68.shape != (len(meshes), 68, 2):
