@@ -7,6 +7,7 @@ subprocess for --help and for eval.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -327,5 +328,45 @@ def test_combine_is_the_mean_logit_over_members_and_mirror_images(pipeline, tmp_
     for member, words in ((other, ("different input sizes", "other.onnx (48)")), (junk, ("junk.onnx", "not a valid ONNX"))):
         r = _cli("--runs", str(r2), "combine", "--bundle", str(bundle), "--out", str(tmp_path / "bad"), "--member",
                  str(member), "--calib-data", str(prep), "--calib-split", "")
+        assert r.returncode == 2, r.stderr
+        assert all(w in r.stderr for w in words), r.stderr
+
+
+def test_combine_takes_the_temporal_model_of_another_bundle(pipeline, tmp_path):
+    """`combine --temporal B`: a frame-only source gets B's DiffFake model byte for byte (embedder, GMM, manifest
+    section, training provenance) and a fusion fitted again with it; refused without --fusion-data, from a bundle
+    without a temporal model, or when B's crop is not the source's."""
+    import hashlib
+
+    tmp, runs, prep, bundle = pipeline
+    src = tmp_path / "frame-only"
+    anl_ck = next(runs.glob("anl-*/fit/checkpoint.pt"))
+    assert main(["--runs", str(tmp_path / "r"), "bundle", "--out", str(src), "--frame", str(anl_ck), "--calib-data",
+                 str(prep), "--calib-split", "", "--exporter", "torchscript"]) == 0
+    assert load_bundle(src).manifest.temporal is None
+    out = tmp_path / "with-temporal"
+    assert main(["--runs", str(tmp_path / "r"), "combine", "--bundle", str(src), "--out", str(out), "--hflip",
+                 "--calib-data", str(prep), "--calib-split", "", "--temporal", str(bundle), "--fusion-data", str(prep),
+                 "--fusion-min-videos", "4"]) == 0
+    tb, cb = load_bundle(bundle), load_bundle(out)
+    assert cb.manifest.temporal == tb.manifest.temporal
+    for f in (tb.manifest.temporal.file, tb.manifest.temporal.gmm_file):
+        assert hashlib.sha256(cb.path(f).read_bytes()).digest() == hashlib.sha256(tb.path(f).read_bytes()).digest()
+    prov = cb.manifest.provenance
+    assert prov["temporal"]["bundle"].startswith(tb.version_string)
+    assert prov["temporal"]["checkpoint"] == tb.manifest.provenance["temporal"]["checkpoint"]
+    assert prov["frame_combination"]["temporal_from"].startswith(tb.version_string)
+    assert "temporal" in cb.manifest.fusion["components"] and prov["frame_combination"]["fusion_refitted"]
+    # bad input, each named
+    bad_crop = tmp_path / "bad-crop"
+    shutil.copytree(bundle, bad_crop)
+    m = json.loads((bad_crop / "manifest.json").read_text())
+    m["crop"]["scale"] = 1.7
+    (bad_crop / "manifest.json").write_text(json.dumps(m))
+    for extra, words in ((["--temporal", str(bundle)], ("--temporal needs --fusion-data",)),
+                         (["--temporal", str(src), "--fusion-data", str(prep)], ("frame-only", "no temporal model")),
+                         (["--temporal", str(bad_crop), "--fusion-data", str(prep)], ("bad-crop", "crop"))):
+        r = _cli("--runs", str(tmp_path / "r"), "combine", "--bundle", str(src), "--out", str(tmp_path / "bad"),
+                 "--hflip", "--calib-data", str(prep), "--calib-split", "", *extra)
         assert r.returncode == 2, r.stderr
         assert all(w in r.stderr for w in words), r.stderr

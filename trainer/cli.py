@@ -10,7 +10,7 @@ Commands::
     fakewatch-train export  --checkpoint CK --out DIR                     ONNX (+fp16) with parity check
     fakewatch-train bundle  --out DIR [--frame CK] [--difffake CK] [--calib-data PREPARED]
     fakewatch-train soup    CK [CK ...] [--onnx-frame FILE] --out CK       weight average of frame detectors
-    fakewatch-train combine --bundle B --out DIR [--member M] [--hflip]   logit ensemble / flip averaging
+    fakewatch-train combine --bundle B --out DIR [--member M] [--hflip] [--temporal B2]   logit ensemble / flip averaging
 
 Every command writes a run folder ``<runs>/<command or method>-<UTC timestamp>/`` with the resolved
 configuration (``config.yaml``), the log (``log.txt``) and the result (``metrics.json``); training
@@ -163,7 +163,7 @@ def cmd_combine(a: argparse.Namespace) -> dict[str, Any]:
     fusion = load_items(a.fusion_data, [a.fusion_split] if a.fusion_split else None) if a.fusion_data else None
     record = combine_bundle(a.bundle, a.out, a.member or [], a.hflip, calib, a.calib_data, a.calib_split,
                             a.target_fpr, a.version, a.tol, a.batch, fusion, a.fusion_data, a.fusion_split,
-                            a.fusion_min_videos, a.seed)
+                            a.fusion_min_videos, a.seed, a.temporal)
     print(f"combined {len(record['members'])} member(s){' with hflip' if a.hflip else ''}: {a.out} "
           f"(threshold {record['threshold']:.4f} at {a.target_fpr:g} FPR; parity {record['parity_max_abs']:.2g})")
     return record
@@ -336,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "model (as bundle --fusion-data); default: keep the source's fusion")
     sp.add_argument("--fusion-split", default="")
     sp.add_argument("--fusion-min-videos", type=int, default=5)
+    sp.add_argument("--temporal", help="another bundle whose DiffFake model (embedder, GMM, provenance) replaces the "
+                    "source's; same crop; needs --fusion-data")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--version", help="bundle version of the copy (default: the source's)")
     sp.add_argument("--tol", type=float, default=1e-4, help="max abs logit difference against the members")

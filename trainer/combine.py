@@ -17,10 +17,16 @@ initialisers and nodes never clash. The graph is checked against the members run
 name. The bundle keeps its temporal model, and its fusion unless ``fusion_items`` are given (then the fusion is
 fitted again on the combined model); the frame threshold is calibrated again on real crops through the serving
 path (the combination changes the score distribution).
+
+``temporal`` (``--temporal BUNDLE``) takes the DiffFake model of another bundle instead of the source's: its
+manifest section, embedder and GMM files, byte for byte, and its training provenance. Its crop must be the
+source's (the embedder saw faces cut that way), and the fusion must be fitted again (``fusion_items``): the
+source's fusion describes another temporal model, or none.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -183,7 +189,8 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
                    calib_items: list | None = None, calib_data: str | None = None, calib_split: str | None = None,
                    target_fpr: float = 0.01, version: str | None = None, tol: float = 1e-4,
                    batch: int = 32, fusion_items: list | None = None, fusion_data: str | None = None,
-                   fusion_split: str = "", fusion_min_videos: int = 5, seed: int = 0) -> dict[str, Any]:
+                   fusion_split: str = "", fusion_min_videos: int = 5, seed: int = 0,
+                   temporal: str | Path | None = None) -> dict[str, Any]:
     """A copy of bundle ``src`` whose frame model is ``src``'s frame.onnx + ``members`` combined (``hflip``),
     with its frame threshold recalibrated at ``target_fpr`` on the real crops of ``calib_items``."""
     from detectors.bundle import Manifest, load_bundle, write_bundle
@@ -200,6 +207,16 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
     reals = [it for it in calib_items if it.label == 0]
     if not reals:
         raise CombineError(f"{calib_data}: no real crops to calibrate on")
+    tb = None
+    if temporal is not None:
+        tb = load_bundle(temporal)
+        if tb.manifest.temporal is None:
+            raise CombineError(f"{temporal}: bundle has no temporal model to take")
+        if tb.manifest.crop != sb.manifest.crop:
+            raise CombineError(f"{temporal}: its crop {tb.manifest.crop} is not the source's {sb.manifest.crop}")
+        if fusion_items is None:
+            raise CombineError("--temporal needs --fusion-data: the fusion must be fitted again for another "
+                               "temporal model")
     paths, sources = [sb.frame_onnx], [sb.manifest.provenance.get("frame")]
     for q in members:
         q = Path(q)
@@ -229,9 +246,15 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
     before = man.frame.threshold
     man.frame.fp16_file = None
     files: dict[str, Path | bytes] = {"frame.onnx": out / "frame.onnx"}
+    tsrc = sb
+    if tb is not None:  # another bundle's DiffFake model, with its provenance
+        tsrc = tb
+        man.temporal = copy.deepcopy(tb.manifest.temporal)
+        man.provenance = {**man.provenance, "temporal": {"bundle": f"{tb.version_string} ({tb.root})",
+                                                         **(tb.manifest.provenance.get("temporal") or {})}}
     if man.temporal is not None:
         for rel in (man.temporal.file, man.temporal.gmm_file):
-            files[rel] = sb.path(rel)
+            files[rel] = tsrc.path(rel)
     man.frame.threshold = 0.5  # replaced below, after scoring with the combined graph
     if version:
         man.version = man.frame.version = version
@@ -249,6 +272,8 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
         "calibration_data": calib_data, "calibration_split": calib_split, "n_calibration_reals": len(reals),
         "real_fpr_at_threshold": float(np.mean(p >= thr)),
     }
+    if tb is not None:
+        record["temporal_from"] = f"{tb.version_string} ({tb.root})"
     man.frame.threshold = thr
     man.provenance = {**man.provenance, "frame_combination": record, "target_fpr": target_fpr}
     if fusion_items is not None:
