@@ -347,8 +347,9 @@ def test_combine_takes_the_temporal_model_of_another_bundle(pipeline, tmp_path):
     out = tmp_path / "with-temporal"
     assert main(["--runs", str(tmp_path / "r"), "combine", "--bundle", str(src), "--out", str(out), "--hflip",
                  "--calib-data", str(prep), "--calib-split", "", "--temporal", str(bundle), "--fusion-data", str(prep),
-                 "--fusion-min-videos", "4"]) == 0
+                 "--fusion-min-videos", "4", "--name", "renamed", "--version", "3"]) == 0
     tb, cb = load_bundle(bundle), load_bundle(out)
+    assert cb.version_string == "renamed@3" and load_bundle(src).manifest.name != "renamed"
     assert cb.manifest.temporal == tb.manifest.temporal
     for f in (tb.manifest.temporal.file, tb.manifest.temporal.gmm_file):
         assert hashlib.sha256(cb.path(f).read_bytes()).digest() == hashlib.sha256(tb.path(f).read_bytes()).digest()

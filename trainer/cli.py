@@ -163,7 +163,7 @@ def cmd_combine(a: argparse.Namespace) -> dict[str, Any]:
     fusion = load_items(a.fusion_data, [a.fusion_split] if a.fusion_split else None) if a.fusion_data else None
     record = combine_bundle(a.bundle, a.out, a.member or [], a.hflip, calib, a.calib_data, a.calib_split,
                             a.target_fpr, a.version, a.tol, a.batch, fusion, a.fusion_data, a.fusion_split,
-                            a.fusion_min_videos, a.seed, a.temporal)
+                            a.fusion_min_videos, a.seed, a.temporal, a.name)
     print(f"combined {len(record['members'])} member(s){' with hflip' if a.hflip else ''}: {a.out} "
           f"(threshold {record['threshold']:.4f} at {a.target_fpr:g} FPR; parity {record['parity_max_abs']:.2g})")
     return record
@@ -340,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "source's; same crop; needs --fusion-data")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--version", help="bundle version of the copy (default: the source's)")
+    sp.add_argument("--name", help="bundle name of the copy (default: the source's)")
     sp.add_argument("--tol", type=float, default=1e-4, help="max abs logit difference against the members")
     sp.add_argument("--batch", type=int, default=32)
     return p

@@ -190,7 +190,7 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
                    target_fpr: float = 0.01, version: str | None = None, tol: float = 1e-4,
                    batch: int = 32, fusion_items: list | None = None, fusion_data: str | None = None,
                    fusion_split: str = "", fusion_min_videos: int = 5, seed: int = 0,
-                   temporal: str | Path | None = None) -> dict[str, Any]:
+                   temporal: str | Path | None = None, name: str | None = None) -> dict[str, Any]:
     """A copy of bundle ``src`` whose frame model is ``src``'s frame.onnx + ``members`` combined (``hflip``),
     with its frame threshold recalibrated at ``target_fpr`` on the real crops of ``calib_items``."""
     from detectors.bundle import Manifest, load_bundle, write_bundle
@@ -258,6 +258,8 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
     man.frame.threshold = 0.5  # replaced below, after scoring with the combined graph
     if version:
         man.version = man.frame.version = version
+    if name:
+        man.name = name
     man.created = ""
     man.metrics = {}  # the source's evaluations describe another model
     bundle = write_bundle(out, man, files)
