@@ -453,7 +453,7 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
         "|---|---|",
         f"| `frame.onnx` ({kb.get('frame.onnx')}) | {fr.get('method')} frame detector: `{fr.get('backbone')}` "
         f"{'fine-tuned from ImageNet weights' if pre else 'from scratch'}, "
-        + (f"mean logit of {len(comb['members'])} such networks"
+        + ((f"mean logit of {len(comb['members'])} such networks" if len(comb["members"]) > 1 else "mean logit")
            + (" over the crop and its mirror image" if comb.get("hflip") else "")
            + " (one graph, `fakewatch-train combine`: provenance.frame_combination), " if comb else "")
         + f"{fr.get('input_size')} px, (x/255-0.5)/0.5, output logit; threshold {fr.get('threshold', 0):.4f} "
