@@ -17,6 +17,10 @@
 # A second Lite1 seed (L2, seed 2; added, and started, before L1 was scored) is reported beside it; it decides nothing
 # here. Its Lite0 counterpart is @6's second member (T2, six-family 0.844 / 0.660 in docs/default-bundle.md), which
 # is not re-scored by this script (its network ships only inside @6's combined graph).
+# Seeds 3 and 4 (2026-12-04, written down and committed while @7 = L1 with mirror averaging was built, before either
+# was trained): `SEEDS="3 4" benchmarks/backbone_default_bundle.sh` (about 1 h more) trains L3 and L4 the same way.
+# They decide nothing and ship nothing; they measure the Lite1 arm's seed spread (L1 0.886, L2 0.843), i.e. how
+# much of @7's margin over @6 is its seed. Reported: every L seed's row, and the mean and spread over all of them.
 # fakes_dev is used for validation and model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +52,7 @@ for n in A $(for s in ${SEEDS:-1 2}; do echo L$s; done); do ev $R/bundle-$n $R/e
 .venv/bin/python - $R <<'PYEOF'
 import json, os, sys
 r = sys.argv[1]
-arms = [n for n in ("A", "L1", "L2") if os.path.isfile(f"{r}/eval-{n}/metrics_all.json")]
+arms = [n for n in ("A", "L1", "L2", "L3", "L4") if os.path.isfile(f"{r}/eval-{n}/metrics_all.json")]
 rows = {n: {x["set"]: x for x in json.load(open(f"{r}/eval-{n}/metrics_all.json")) if x["model"] == "frame"}
         for n in arms}
 print(f"{'set':28s}" + "".join(f"{n:>24s}" for n in arms))
@@ -63,4 +67,7 @@ for n in arms:
     print(f"{n}: six-family mean frame AUC {six[n][0]:.4f}, worst {six[n][1]:.3f}")
 gain = six["L1"][0] - six["A"][0]
 print(f"L1 - A: {gain:+.4f} on the six-family mean: rule {'passed' if gain >= 0.01 else 'not passed'}")
+ls = [six[n][0] for n in arms if n != "A"]
+print(f"Lite1 seeds {', '.join(n for n in arms if n != 'A')}: six-family mean over seeds {sum(ls) / len(ls):.4f}, "
+      f"range {min(ls):.4f}-{max(ls):.4f} (spread {max(ls) - min(ls):.4f})")
 PYEOF
