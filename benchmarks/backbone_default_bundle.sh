@@ -24,21 +24,10 @@
 # fakes_dev is used for validation and model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=.venv/bin/fakewatch-train
 R=${R:-runs/backbone}
-C=data-cache/default-bundle
-SPLIT=$C/split4
+. benchmarks/lib.sh
 V5=${V5:-ca79ab1}   # a commit whose detectors/bundles/default is fakewatch-default@5
-mkdir -p $R/bundle-A
-for f in manifest.json frame.onnx embed.onnx gmm.npz README.md; do
-  git show $V5:detectors/bundles/default/$f > $R/bundle-A/$f
-done
-CMDS=$R/commands.txt
-[ -f $CMDS ] || : > $CMDS
-run() { echo "$*" >> $CMDS; "$@"; }
-ev() { [ -f $2/metrics_all.json ] || run $T --runs $R eval --bundle $1 --data $C/testsets4 --data $C/fakesdev4 \
-  --group-by dataset+method --models frame --out $2; }
-export OMP_NUM_THREADS=2
+bundle_at $V5 $R/bundle-A
 for s in ${SEEDS:-1 2}; do
   D=$R/frame-256-s$s-lite1
   [ -n "$(ls -d $D/*/fit 2>/dev/null)" ] || run $T --runs $D fit --method anl \

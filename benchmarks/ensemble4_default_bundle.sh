@@ -13,13 +13,8 @@
 # built (default G). fakes_dev is used for validation and model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=.venv/bin/fakewatch-train
 R=${R:-runs/landmarks}
-C=data-cache/default-bundle
-SPLIT=$C/split4
-CMDS=$R/commands.txt
-run() { echo "$*" >> $CMDS; "$@"; }
-export OMP_NUM_THREADS=2
+. benchmarks/lib.sh
 for n in A T2 M1 M2; do [ -f $R/bundle-$n/frame.onnx ] || { echo "$R/bundle-$n missing: run benchmarks/landmarks_default_bundle.sh" >&2; exit 2; }; done
 for x in ${CANDS:-G}; do
   flip=""; [ $x = H ] && flip=--hflip

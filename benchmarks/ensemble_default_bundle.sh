@@ -19,21 +19,10 @@
 #                                                           # rows are @6's: same graph, same threshold)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=.venv/bin/fakewatch-train
 R=${R:-runs/ensemble}
-C=data-cache/default-bundle
-SPLIT=$C/split4
+. benchmarks/lib.sh
 V5=${V5:-ca79ab1}   # a commit whose detectors/bundles/default is fakewatch-default@5
-mkdir -p $R/bundle-A
-for f in manifest.json frame.onnx embed.onnx gmm.npz README.md; do
-  git show $V5:detectors/bundles/default/$f > $R/bundle-A/$f
-done
-CMDS=$R/commands.txt
-[ -f $CMDS ] || : > $CMDS
-run() { echo "$*" >> $CMDS; "$@"; }
-ev() { [ -f $2/metrics_all.json ] || run $T --runs $R eval --bundle $1 --data $C/testsets4 --data $C/fakesdev4 \
-  --group-by dataset+method --models frame --out $2; }
-export OMP_NUM_THREADS=2
+bundle_at $V5 $R/bundle-A
 # seed 2 of @5's recipe (frame4.yaml at 256 px; about 41 min on an idle box)
 [ -n "$(ls -d $R/frame-256-s2/*/fit 2>/dev/null)" ] || run $T --runs $R/frame-256-s2 fit --method anl \
   --config trainer/configs/default-bundle/frame4.yaml --data $SPLIT --set seed=2 --set data.recon=$C/recon4 \
@@ -69,7 +58,6 @@ PYEOF
 has C || { echo "SHIP=E needs CANDS to include C (seed 2's bundle)" >&2; exit 2; }
 # fakewatch-default@6 = E: @5's bundle (its DiffFake model too) with the combined frame model, fusion refitted
 OUT=${OUT:-detectors/bundles/default}
-PY=.venv/bin/python
 [ -d $R/bundle-v6 ] || run $T --runs $R combine --bundle $R/bundle-A --out $R/bundle-v6 --member $R/bundle-C --hflip \
   --calib-data $SPLIT --calib-split val --target-fpr 0.01 --fusion-data $C/valsets4 --version 6
 [ -f $R/eval-v6/metrics_all.json ] || run $T --runs $R eval --bundle $R/bundle-v6 --data $C/testsets4 \

@@ -25,23 +25,12 @@
 # fakes_dev is used for validation and model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=.venv/bin/fakewatch-train
 R=${R:-runs/landmarks}
-C=data-cache/default-bundle
-SPLIT=$C/split4
+. benchmarks/lib.sh
 MESH=${MESH:-data-cache/models/face_landmark.tflite}
 V5=${V5:-ca79ab1}   # a commit whose detectors/bundles/default is fakewatch-default@5
 [ -f $MESH ] || { echo "$MESH missing: fakewatch-train landmark-model --wheel <mediapipe-0.10.21 wheel> --out $MESH" >&2; exit 2; }
-mkdir -p $R/bundle-A
-for f in manifest.json frame.onnx embed.onnx gmm.npz README.md; do
-  git show $V5:detectors/bundles/default/$f > $R/bundle-A/$f
-done
-CMDS=$R/commands.txt
-[ -f $CMDS ] || : > $CMDS
-run() { echo "$*" >> $CMDS; "$@"; }
-ev() { [ -f $2/metrics_all.json ] || run $T --runs $R eval --bundle $1 --data $C/testsets4 --data $C/fakesdev4 \
-  --group-by dataset+method --models frame --out $2; }
-export OMP_NUM_THREADS=2
+bundle_at $V5 $R/bundle-A
 fit() {  # fit <run folder> <seed> [extra --set ...]
   local d=$1 seed=$2; shift 2
   [ -n "$(ls -d $d/*/fit 2>/dev/null)" ] || run $T --runs $d fit --method anl \

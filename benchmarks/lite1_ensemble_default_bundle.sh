@@ -18,18 +18,11 @@
 # fakes_dev is used for validation and model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=.venv/bin/fakewatch-train
 R=${R:-runs/backbone}
-C=data-cache/default-bundle
-SPLIT=$C/split4
+. benchmarks/lib.sh
 for s in 1 2; do
   [ -f $R/bundle-L$s/frame.onnx ] || { echo "$R/bundle-L$s missing: run benchmarks/backbone_default_bundle.sh" >&2; exit 2; }
 done
-CMDS=$R/commands.txt
-run() { echo "$*" >> $CMDS; "$@"; }
-ev() { [ -f $2/metrics_all.json ] || run $T --runs $R eval --bundle $1 --data $C/testsets4 --data $C/fakesdev4 \
-  --group-by dataset+method --models frame --out $2; }
-export OMP_NUM_THREADS=2
 [ -d $R/bundle-L1h ] || run $T --runs $R combine --bundle $R/bundle-L1 --out $R/bundle-L1h --hflip \
   --calib-data $SPLIT --calib-split val --target-fpr 0.01 --version 7-candidate-L1h
 [ -d $R/bundle-LE ] || run $T --runs $R combine --bundle $R/bundle-L1 --out $R/bundle-LE --member $R/bundle-L2 --hflip \
@@ -70,12 +63,8 @@ case $SHIP in
   *) echo "SHIP=$SHIP: only L1h or LE are combinations this script can build" >&2; exit 2 ;;
 esac
 OUT=${OUT:-detectors/bundles/default}
-PY=.venv/bin/python
 V6=${V6:-f6c9f54}   # a commit whose detectors/bundles/default is fakewatch-default@6
-mkdir -p $R/bundle-v6
-for f in manifest.json frame.onnx embed.onnx gmm.npz README.md; do
-  git show $V6:detectors/bundles/default/$f > $R/bundle-v6/$f
-done
+bundle_at $V6 $R/bundle-v6
 [ -d $R/bundle-v7 ] || run $T --runs $R combine --bundle $R/bundle-L1 --out $R/bundle-v7 "${COMB[@]}" \
   --calib-data $SPLIT --calib-split val --target-fpr 0.01 --temporal $R/bundle-v6 --fusion-data $C/valsets4 \
   --name fakewatch-default --version 7

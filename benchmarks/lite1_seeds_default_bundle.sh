@@ -25,20 +25,13 @@
 # fakes_dev is used for validation and model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=.venv/bin/fakewatch-train
 R=${R:-runs/backbone}
-C=data-cache/default-bundle
-SPLIT=$C/split4
+. benchmarks/lib.sh
 CK=()
 for s in 1 2 3 4; do
   [ -f $R/bundle-L$s/frame.onnx ] || { echo "$R/bundle-L$s missing: run benchmarks/backbone_default_bundle.sh" >&2; exit 2; }
   CK+=($(ls -d $R/frame-256-s$s-lite1/*/fit | sort | tail -1)/best.pt)
 done
-CMDS=$R/commands.txt
-run() { echo "$*" >> $CMDS; "$@"; }
-ev() { [ -f $2/metrics_all.json ] || run $T --runs $R eval --bundle $1 --data $C/testsets4 --data $C/fakesdev4 \
-  --group-by dataset+method --models frame --out $2; }
-export OMP_NUM_THREADS=2
 [ -f $R/soup-L1234.pt ] || run $T --runs $R soup "${CK[@]}" --out $R/soup-L1234.pt
 [ -d $R/bundle-S ] || run $T --runs $R bundle --out $R/bundle-S --frame $R/soup-L1234.pt --calib-data $SPLIT \
   --calib-split val --target-fpr 0.01 --name fakewatch-default-soup-L1234 --version 8-candidate-S --no-fp16

@@ -16,11 +16,8 @@
 # model choice only, never as training data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=.venv/bin/fakewatch-train
-PY=.venv/bin/python
 R=${R:-runs/default-bundle-5}
-C=data-cache/default-bundle
-SPLIT=$C/split4
+. benchmarks/lib.sh
 CFG=trainer/configs/default-bundle
 OUT=${OUT:-detectors/bundles/default}
 VERSION=${VERSION:-5}
@@ -28,11 +25,6 @@ V4=${V4:-bedc83c}   # a commit whose detectors/bundles/default is fakewatch-defa
 SIZE=256
 newest() { ls -d "$1"/*/ | sort | tail -1 | sed 's:/$::'; }
 trained() { [ -n "$(ls -d "$1"/*/fit 2>/dev/null)" ]; }
-mkdir -p $R
-CMDS=$R/commands.txt
-[ -f $CMDS ] || : > $CMDS
-run() { echo "$*" >> $CMDS; "$@"; }
-export OMP_NUM_THREADS=2
 
 # 1-4. the data cache (skipped when present)
 if [ ! -f $C/testsets4/testsets.json ]; then
