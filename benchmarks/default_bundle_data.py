@@ -32,7 +32,9 @@ Two sub-commands, both reading a folder written by ``fakewatch-train prepare --d
 
 Further sub-commands: ``fakesdev`` (the fakes_dev validation manifest), ``pack`` (JPEG-packed crops for a
 lent GPU), ``finalize BUNDLE ...`` (provenance, metrics and README from the run and eval folders) and
-``readme BUNDLE --notes MD`` (the README again from a finalized manifest alone, after a notes edit).
+``readme BUNDLE --notes MD`` (the README again from a finalized manifest alone, after a notes edit) and
+``choose --candidate NAME=EVAL,BENCH ... --min-mean X [--min-worst Y]`` (a round script's rule: the best
+candidate on the fakes_dev families among those that keep up live, if it clears the bar).
 """
 
 from __future__ import annotations
@@ -541,6 +543,33 @@ def cmd_fakesdev(split_dir: Path, fakes_dir: Path, out: Path) -> dict:
     return {"out": str(out), "crops": counts}
 
 
+def cmd_choose(candidates: list[tuple[str, Path, Path]], min_mean: float, min_worst: float | None = None,
+               prefix: str = "fakes_dev/", families: int = 6) -> dict:
+    """A round's rule: among the candidates whose bench kept up live, the highest mean frame AUC over the ``prefix``
+    sets of its frame-only eval is the choice, if that mean reaches ``min_mean`` (and its worst set ``min_worst``).
+    ``candidates`` are (name, eval folder with metrics_all.json, bench JSON of ``fakewatch bench --json``)."""
+    rows, best = [], None
+    for name, ev, bench in candidates:
+        auc = {x["set"]: x["frame_auc"] for x in json.loads((ev / "metrics_all.json").read_text())
+               if x["model"] == "frame" and x["set"].startswith(prefix)}
+        if len(auc) != families:
+            raise SystemExit(f"{ev}/metrics_all.json: {len(auc)} {prefix}* sets, expected {families}: {sorted(auc)}")
+        live = bool(json.loads(bench.read_text()).get("keeps_up", False))
+        row = {"name": name, "mean": sum(auc.values()) / families, "worst": min(auc.values()), "keeps_up": live}
+        rows.append(row)
+        print(f"{name}: {families}-family mean frame AUC {row['mean']:.4f}, worst {row['worst']:.3f}; keeps up live: {live}")
+        if live and (best is None or row["mean"] > best["mean"]):
+            best = row
+    bar = f"mean >= {min_mean:.4f}" + ("" if min_worst is None else f", worst >= {min_worst:.3f}")
+    ok = best is not None and best["mean"] >= min_mean and (min_worst is None or best["worst"] >= min_worst)
+    if ok:
+        print(f"choice: {best['name']} (mean {best['mean']:.4f}, worst {best['worst']:.3f}; rule: {bar})")
+    else:
+        print(f"no candidate that keeps up live passes the rule ({bar}); best that keeps up: "
+              + ("none" if best is None else f"{best['name']} (mean {best['mean']:.4f}, worst {best['worst']:.3f})"))
+    return {"candidates": rows, "choice": best["name"] if ok else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -578,7 +607,21 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("readme", help="rewrite a finalized bundle's README.md from its manifest and --notes")
     r.add_argument("bundle", type=Path)
     r.add_argument("--notes", type=Path, help="markdown inserted in README.md")
+    ch = sub.add_parser("choose", help="a round's rule: the best candidate that keeps up live, if it passes the bar")
+    ch.add_argument("--candidate", action="append", required=True, metavar="NAME=EVAL_DIR,BENCH_JSON")
+    ch.add_argument("--min-mean", type=float, required=True, help="the six-family mean frame AUC the choice must reach")
+    ch.add_argument("--min-worst", type=float, help="the frame AUC its worst family must reach")
     a = p.parse_args(argv)
+    if a.cmd == "choose":
+        cands = []
+        for c in a.candidate:
+            name, _, paths = c.partition("=")
+            ev, _, bench = paths.partition(",")
+            if not (name and ev and bench):
+                p.error(f"--candidate {c!r}: expected NAME=EVAL_DIR,BENCH_JSON")
+            cands.append((name, Path(ev), Path(bench)))
+        cmd_choose(cands, a.min_mean, a.min_worst)
+        return 0
     if a.cmd == "readme":
         print(json.dumps(cmd_readme(a.bundle, a.notes), indent=1))
         return 0

@@ -32,24 +32,9 @@ for n in L1 L1h LE; do
   [ -f $R/bench-$n.json ] || run .venv/bin/fakewatch bench --scene single --streams 2 --fps 5 --seconds 30 \
     --bundle $R/bundle-$n --json $R/bench-$n.json
 done
-.venv/bin/python - $R <<'PYEOF'
-import json, sys
-r = sys.argv[1]
-best = None
-for n in ("L1", "L1h", "LE"):
-    a = [x["frame_auc"] for x in json.load(open(f"{r}/eval-{n}/metrics_all.json"))
-         if x["model"] == "frame" and x["set"].startswith("fakes_dev/")]
-    assert len(a) == 6, a
-    b = json.load(open(f"{r}/bench-{n}.json"))
-    live = bool(b.get("keeps_up", False))
-    print(f"{n}: six-family mean frame AUC {sum(a) / 6:.4f}, worst {min(a):.3f}; keeps up live: {live}")
-    if live and (best is None or sum(a) / 6 > best[1]):
-        best = (n, sum(a) / 6)
-if best and best[1] >= 0.865 + 0.01:
-    print(f"choice: {best[0]} ({best[1]:.4f} >= 0.875): build it as fakewatch-default@7 (full eval, scan, demo)")
-else:
-    print(f"no candidate beats @6 (0.865) by >= 0.01 while keeping up: @6 stays (best: {best})")
-PYEOF
+# the rule: the best that keeps up, if it beats @6 (0.865) by >= 0.01; the choice becomes @7 (SHIP below)
+$PY benchmarks/default_bundle_data.py choose --min-mean 0.875 \
+  $(for n in L1 L1h LE; do echo --candidate $n=$R/eval-$n,$R/bench-$n.json; done)
 
 # SHIP=<choice> builds fakewatch-default@7 into $OUT (the rule above picked it): the choice's frame graph, @6's DiffFake
 # model taken over unchanged (`combine --temporal`), the fusion fitted again on the val pseudo-fake videos, the full

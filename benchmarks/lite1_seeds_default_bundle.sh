@@ -47,23 +47,7 @@ for n in Sh E4 E4h; do
   [ -f $R/bench-$n.json ] || run .venv/bin/fakewatch bench --scene single --streams 2 --fps 5 --seconds 30 \
     --bundle $R/bundle-$n --json $R/bench-$n.json
 done
-.venv/bin/python - $R <<'PYEOF'
-import json, sys
-r = sys.argv[1]
-best = None
-for n in ("Sh", "E4", "E4h"):
-    a = [x["frame_auc"] for x in json.load(open(f"{r}/eval-{n}/metrics_all.json"))
-         if x["model"] == "frame" and x["set"].startswith("fakes_dev/")]
-    assert len(a) == 6, a
-    b = json.load(open(f"{r}/bench-{n}.json"))
-    live = bool(b.get("keeps_up", False))
-    print(f"{n}: six-family mean frame AUC {sum(a) / 6:.4f}, worst {min(a):.3f}; keeps up live: {live}")
-    if live and (best is None or sum(a) / 6 > best[1]):
-        best = (n, sum(a) / 6, min(a))
-if best and best[1] >= 0.897 - 0.005 and best[2] >= 0.754 - 0.01:
-    print(f"choice: {best[0]} (mean {best[1]:.4f} >= 0.892, worst {best[2]:.3f} >= 0.744): "
-          "build it as fakewatch-default@8 (full eval, scan, demo)")
-else:
-    print(f"no candidate within 0.005 of @7's mean (0.897) and 0.01 of its worst (0.754) while keeping up: "
-          f"@7 stays (best: {best})")
-PYEOF
+# the rule: the best that keeps up, if within 0.005 of @7's mean (0.897) and 0.01 of its worst family (0.754); the
+# choice becomes @8 after the full eval, the scan and the demo
+$PY benchmarks/default_bundle_data.py choose --min-mean 0.892 --min-worst 0.744 \
+  $(for n in Sh E4 E4h; do echo --candidate $n=$R/eval-$n,$R/bench-$n.json; done)

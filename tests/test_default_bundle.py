@@ -132,3 +132,36 @@ def test_readme_refuses_a_bundle_that_was_never_finalized(bundle, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(SystemExit, match="not finalized"):
         mod.cmd_readme(copy, None)
+
+
+def _round_candidate(root, name, aucs, keeps_up):
+    ev = root / f"eval-{name}"
+    ev.mkdir()
+    rows = [{"model": "frame", "set": f"fakes_dev/family{i}", "frame_auc": a} for i, a in enumerate(aucs)]
+    rows += [{"model": "frame", "set": "heldout/sbi", "frame_auc": 0.99}, {"model": "fused", "set": "fakes_dev/x",
+                                                                           "frame_auc": 1.0}]
+    (ev / "metrics_all.json").write_text(json.dumps(rows))
+    bench = root / f"bench-{name}.json"
+    bench.write_text(json.dumps({"keeps_up": keeps_up}))
+    return name, ev, bench
+
+
+def test_choose_takes_the_best_candidate_that_keeps_up_and_clears_the_bar(tmp_path, capsys):
+    mod = _bundle_data_module()
+    slow = _round_candidate(tmp_path, "slow", [0.99] * 6, keeps_up=False)  # best AUC, too slow: never the choice
+    a = _round_candidate(tmp_path, "a", [0.90, 0.90, 0.90, 0.90, 0.90, 0.70], keeps_up=True)  # mean 0.8667
+    b = _round_candidate(tmp_path, "b", [0.88] * 6, keeps_up=True)
+    out = mod.cmd_choose([slow, a, b], min_mean=0.85)
+    assert out["choice"] == "b" and [r["keeps_up"] for r in out["candidates"]] == [False, True, True]
+    assert abs(out["candidates"][1]["mean"] - 5.2 / 6) < 1e-9 and out["candidates"][1]["worst"] == 0.70
+    assert "choice: b" in capsys.readouterr().out
+    assert mod.cmd_choose([slow, a, b], min_mean=0.89)["choice"] is None  # b's mean is below the bar
+    assert mod.cmd_choose([a], min_mean=0.85, min_worst=0.75)["choice"] is None  # a's worst family is below the bar
+    assert mod.cmd_choose([slow], min_mean=0.5)["choice"] is None
+    assert "no candidate that keeps up live" in capsys.readouterr().out
+    five = _round_candidate(tmp_path, "five", [0.9] * 5, keeps_up=True)
+    with pytest.raises(SystemExit, match="5 fakes_dev/\\* sets, expected 6"):
+        mod.cmd_choose([five], min_mean=0.5)
+    assert mod.main(["choose", "--candidate", f"b={b[1]},{b[2]}", "--min-mean", "0.8"]) == 0
+    with pytest.raises(SystemExit):
+        mod.main(["choose", "--candidate", f"b={b[1]}", "--min-mean", "0.8"])
