@@ -204,12 +204,27 @@ def torch_classifier(manifest) -> tuple[Any, int, str]:
     return model, size, desc + ", random weights (speed only)"
 
 
-def frame_passes(manifest) -> tuple[int, bool]:
-    """(networks, mirror) of the bundle's frame model: a ``fakewatch-train combine`` graph runs each of its member
-    networks once per view (the crop, and its mirror image with ``hflip``); a plain frame model is (1, False)."""
+def _passes(comb: dict | None) -> tuple[int, int]:
+    """(passes, mirrored passes) of one ``frame_combination`` record: each member once per view, a member that is
+    itself a combination (its record nested in the member entry) with all of its own passes."""
+    if not comb:
+        return 1, 0
+    per_view, mirrored = 0, 0
+    for m in comb.get("members") or ({},):
+        p, f = _passes(m.get("frame_combination"))
+        per_view, mirrored = per_view + p, mirrored + f
+    if comb.get("hflip"):  # the second view mirrors the crop: its nested mirrored passes see the crop unmirrored
+        return 2 * per_view, per_view
+    return per_view, mirrored
+
+
+def frame_passes(manifest) -> tuple[int, int]:
+    """(passes, mirrored) of the bundle's frame model: how many network passes one face costs, and how many of them
+    see the mirror image. A ``fakewatch-train combine`` graph runs each member once per view (the crop, and with
+    ``hflip`` its mirror image), a member that is itself combined with all of its passes; a plain frame model is
+    (1, 0). A bundle combined before member records were nested counts each member as one pass."""
     prov = (manifest.provenance if manifest is not None else None) or {}
-    comb = prov.get("frame_combination") or {}
-    return max(1, len(comb.get("members") or ())), bool(comb.get("hflip"))
+    return _passes(prov.get("frame_combination"))
 
 
 def run_baseline(clip: Path, seconds: float, detector, manifest, device: str = "cpu") -> PhaseResult:
@@ -226,7 +241,7 @@ def run_baseline(clip: Path, seconds: float, detector, manifest, device: str = "
 
     model, size, desc = torch_classifier(manifest)
     model = model.to(device)
-    networks, mirror = frame_passes(manifest)
+    passes, mirrored = frame_passes(manifest)
     crop = manifest.crop if manifest is not None else None
     crop_size, crop_scale = (crop.size, crop.scale) if crop is not None else (256, 1.3)
     mean = np.array([0.5, 0.5, 0.5], np.float32)
@@ -267,10 +282,8 @@ def run_baseline(clip: Path, seconds: float, detector, manifest, device: str = "
                     x = cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR)
                 t = torch.from_numpy(((x.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)[None].copy())
                 t = t.to(device)
-                for _ in range(networks):
-                    model(t).cpu()  # .cpu(): on CUDA, wait for the result like a real script
-                    if mirror:
-                        model(t.flip(-1)).cpu()
+                for k in range(passes):  # .cpu(): on CUDA, wait for the result like a real script
+                    model(t.flip(-1) if k < mirrored else t).cpu()
             d = time.perf_counter()
             timings["decode"].append(b - a)
             timings["detect"].append(c - b)
@@ -282,8 +295,8 @@ def run_baseline(clip: Path, seconds: float, detector, manifest, device: str = "
     stages = {k: (percentile(v, 0.5), percentile(v, 0.95)) for k, v in timings.items()}
     return PhaseResult("naive baseline (1 stream, every frame)", elapsed, frames, faces, rss.peak / 2**20, stages,
                        note=f"torch eager {desc}, batch 1, {device}"
-                       + (f", {networks * (2 if mirror else 1)} passes per face (combined frame model)"
-                          if networks > 1 or mirror else ""))
+                       + (f", {passes} passes per face ({mirrored} on the mirror image; combined frame model)"
+                          if passes > 1 else ""))
 
 
 # --- 2./3. pipeline --------------------------------------------------------------------------------------

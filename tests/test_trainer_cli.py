@@ -314,7 +314,17 @@ def test_combine_is_the_mean_logit_over_members_and_mirror_images(pipeline, tmp_
     # `fakewatch bench`'s naive baseline matches the combined graph pass for pass (2 networks x 2 views)
     from daemon.bench import frame_passes
 
-    assert frame_passes(cb.manifest) == (2, True) and frame_passes(load_bundle(bundle).manifest) == (1, False)
+    assert frame_passes(cb.manifest) == (4, 2) and frame_passes(load_bundle(bundle).manifest) == (1, 0)
+    # a combination of a combined bundle keeps the inner record with its member: 2 x 2 passes + b2's one
+    nested = tmp_path / "nested"
+    assert main(["--runs", str(r2), "combine", "--bundle", str(out), "--out", str(nested), "--member", str(b2),
+                 "--calib-data", str(prep), "--calib-split", "", "--target-fpr", "0.2"]) == 0
+    nb = load_bundle(nested)
+    inner = nb.manifest.provenance["frame_combination"]["members"]
+    assert inner[0]["frame_combination"]["hflip"] and len(inner[0]["frame_combination"]["members"]) == 2
+    assert "frame_combination" not in inner[1] and frame_passes(nb.manifest) == (5, 2)
+    # the outer graph is the mean logit of its two members (the inner combination counts as one member)
+    assert np.abs(_frame_logits(nested, crops) - (_frame_logits(out, crops) + _frame_logits(b2, crops)) / 2).max() < 1e-3
     # bad input: a member of another input size, a file that is not ONNX
     import torch
     from torch import nn

@@ -217,7 +217,10 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
         if fusion_items is None:
             raise CombineError("--temporal needs --fusion-data: the fusion must be fitted again for another "
                                "temporal model")
+    # a bundle whose frame model is itself a combination keeps that record with its member entry (nested), so the
+    # manifest still says how many networks and views the new graph runs (`daemon.bench.frame_passes` counts them)
     paths, sources = [sb.frame_onnx], [sb.manifest.provenance.get("frame")]
+    inner = [sb.manifest.provenance.get("frame_combination")]
     for q in members:
         q = Path(q)
         if q.is_dir():  # another bundle: its frame model, with its training provenance
@@ -226,9 +229,11 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
                 raise CombineError(f"{q}: bundle has no frame model")
             paths.append(mb.frame_onnx)
             sources.append({"bundle": mb.version_string, **(mb.manifest.provenance.get("frame") or {})})
+            inner.append(mb.manifest.provenance.get("frame_combination"))
         else:
             paths.append(q)
             sources.append(None)
+            inner.append(None)
     model, size = combine_models(paths, hflip)
     if size != sb.manifest.frame.input_size:
         raise CombineError(f"{src}: manifest input_size {sb.manifest.frame.input_size}, its frame.onnx takes {size}")
@@ -267,7 +272,9 @@ def combine_bundle(src: str | Path, out: str | Path, members: Sequence[str | Pat
         p = frame_probabilities(frame, [it.path for it in reals], batch)
     thr = threshold_at_fpr(p, target_fpr)
     record = {
-        "members": [{"file": str(q), "sha256": _sha256(q), "provenance": prov} for q, prov in zip(paths, sources)],
+        "members": [{"file": str(q), "sha256": _sha256(q), "provenance": prov,
+                     **({"frame_combination": comb} if comb else {})}
+                    for q, prov, comb in zip(paths, sources, inner)],
         "hflip": hflip, "views": 2 if hflip else 1, "mean_of": "logits",
         "parity_max_abs": err, "source_bundle": f"{sb.version_string} ({sb.root})",
         "source_threshold": before, "threshold": thr, "target_fpr": target_fpr,
