@@ -96,8 +96,14 @@ def test_run_folders(pipeline):
     assert len(rows) == 50 and {r["label"] for r in rows} == {0, 1}
     for kind in ("prepare", "anl", "difffake", "bundle"):
         run = next(runs.glob(f"{kind}-*"))
-        for f in ("config.yaml", "log.txt", "metrics.json"):
+        for f in ("config.yaml", "log.txt", "metrics.json", "machine.json"):
             assert (run / f).is_file(), (kind, f)
+    # what ran the fit: enough to tell whether another run of the same command can agree bit for bit
+    import torch
+
+    m = json.loads((next(runs.glob("anl-*")) / "machine.json").read_text())
+    assert m["cpu_count"] >= 1 and m["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert m["torch"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and m["torch"]["threads"] >= 1
     anl = next(runs.glob("anl-*"))
     import yaml
 

@@ -5,6 +5,7 @@ A :class:`RunFolder` is ``<root>/<name>`` (``<name>-<UTC timestamp>`` with ``sta
 
 - ``config.yaml``   the resolved configuration (written at creation),
 - ``log.txt``       the log of the run (after :meth:`RunFolder.capture_log`),
+- ``machine.json``  what ran it (after :meth:`RunFolder.capture_log`; :func:`machine_record`),
 - ``metrics.jsonl`` one JSON object per logged training step (:meth:`RunFolder.log`),
 - ``metrics.json``  the result (:meth:`RunFolder.finish`),
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import platform
 import sys
 import time
 from collections.abc import Mapping
@@ -75,6 +78,7 @@ class RunFolder:
         self._handler = logging.FileHandler(self.path / "log.txt")
         self._handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logging.getLogger().addHandler(self._handler)
+        (self.path / "machine.json").write_text(json.dumps(machine_record(), indent=1) + "\n")
         log.info("run folder %s", self.path)
         return self
 
@@ -100,6 +104,51 @@ class RunFolder:
             logging.getLogger().removeHandler(self._handler)
             self._handler.close()
             self._handler = None
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+
+
+def machine_record() -> dict[str, Any]:
+    """The machine and libraries a run ran on, for telling whether two runs of one command can agree.
+
+    Training with the same command, data and seed gave the same network on one CPU machine and another network
+    on a different one (docs/default-bundle.md, "The four-seed round"): float reductions depend on the CPU's
+    vector unit, the thread count and the library builds, so these are recorded with every run.
+    """
+    from importlib import metadata
+
+    cpu, info = platform.processor() or None, {}
+    try:
+        with open("/proc/cpuinfo") as f:  # the first processor's block
+            for ln in f:
+                if not ln.strip():
+                    break
+                k, _, v = ln.partition(":")
+                info[k.strip()] = v.strip()
+    except OSError:
+        pass
+    cpu = info.get("model name", cpu)
+    if "cpu family" in info:  # "AMD EPYC" alone does not tell the generations apart
+        cpu = f"{cpu} (family {info['cpu family']}, model {info.get('model')}, stepping {info.get('stepping')})"
+    rec: dict[str, Any] = {
+        "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(), "env": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
+        "packages": {},
+    }
+    for pkg in ("torch", "torchvision", "numpy", "onnxruntime", "timm", "opencv-python"):
+        try:
+            rec["packages"][pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import torch
+    except ImportError:
+        return rec
+    rec["torch"] = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return rec
 
 
 def _is_number(v: Any) -> bool:
