@@ -128,6 +128,9 @@ def test_bundle_manifest(pipeline):
     assert 0.0 < m.frame.threshold < 1.0
     assert m.temporal.method == "difffake" and m.temporal.combination == "sq"
     assert m.temporal.loglik_real_std > 0
+    # the machine each model was trained on, from its fit run folder's machine.json
+    for part in ("frame", "temporal"):
+        assert m.provenance[part]["machine"]["cpu_count"] >= 1 and m.provenance[part]["machine"]["torch"]["threads"] >= 1
     assert m.metrics["frame_export"]["max_abs_err"] <= 1e-4
     assert m.metrics["temporal_calibration"]["n_videos"] == 6
     assert m.provenance["frame"]["sha256"] and "torch" in m.versions

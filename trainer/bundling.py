@@ -51,6 +51,16 @@ def difffake_gmm(ck_path: Path, gmm_path: str | Path | None = None) -> dict[str,
     raise ExportError(f"{ck_path}: no GMM found (pass --gmm FILE.npz or put gmm.npz beside the checkpoint)")
 
 
+def _trained_on(checkpoint: str | Path) -> dict[str, Any]:
+    """``{"machine": ...}``: the ``machine.json`` of the ``fakewatch-train fit`` run folder that wrote the checkpoint
+    (``<run>/fit/<checkpoint>``), or nothing for a checkpoint from elsewhere (a soup, an older run)."""
+    m = Path(checkpoint).resolve().parent.parent / "machine.json"
+    try:
+        return {"machine": json.loads(m.read_text())} if m.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def crop_spec(prepared: list[tuple[str, str | Path | None]]) -> tuple[CropSpec, str]:
     """The crop geometry of the prepared folders ``[(what, folder)]`` the bundle's models were trained and
     calibrated on (:func:`trainer.prepare.crop_geometry`), and where it came from. Folders that are unset,
@@ -109,7 +119,7 @@ def build_from_checkpoints(out: str | Path, work: Path, *, frame: str | None = N
         metrics["frame_export"] = info
         provenance["frame"] = {"checkpoint": str(frame), "sha256": sha256_file(Path(frame)),
                                "data": cfg.get("data"), "seed": cfg.get("seed"),
-                               **({"soup": cfg["soup"]} if cfg.get("soup") else {})}
+                               **({"soup": cfg["soup"]} if cfg.get("soup") else {}), **_trained_on(frame)}
         prepared.append(("frame training data", (cfg.get("data") or {}).get("crops")))
         frame_art = ex.FrameArtifact(Path(info["path"]), spec, Path(info["fp16_path"]) if "fp16_path" in info else None)
     if difffake:
@@ -135,7 +145,7 @@ def build_from_checkpoints(out: str | Path, work: Path, *, frame: str | None = N
                 metrics["temporal_calibration"] = {"source": calib_json.name, **c}
         metrics["embed_export"] = info
         provenance["temporal"] = {"checkpoint": str(difffake), "sha256": sha256_file(Path(difffake)),
-                                  "data": cfg.get("data"), "seed": cfg.get("seed")}
+                                  "data": cfg.get("data"), "seed": cfg.get("seed"), **_trained_on(difffake)}
         prepared.append(("DiffFake training data", (cfg.get("data") or {}).get("crops")))
         temporal_art = ex.TemporalArtifact(Path(info["path"]), spec, difffake_gmm(Path(difffake), gmm))
     prepared.append(("calibration data", calib_data if calib_items is not None else None))
